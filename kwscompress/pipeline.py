@@ -1,0 +1,204 @@
+"""The Pipeline: config + plugin manager + run directory, one method per stage.
+
+Each stage method can be called alone; one that needs an earlier stage's output runs that stage
+first if it has not run yet. Every stage records its summary in ``results.json`` as soon as it
+finishes and tells the lifecycle hooks it started and finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kwscompress.config import Config
+from kwscompress.plugins import PluginManager, get_plugin_manager
+from kwscompress.run import Run
+
+if TYPE_CHECKING:
+    import torch
+
+    from kwscompress.data.dataset import DatasetIndex
+    from kwscompress.stages.features import FeatureSets
+
+
+def default_cache_dir() -> Path:
+    """``$KWSCOMPRESS_CACHE``, else ``$XDG_CACHE_HOME/kwscompress``, else ``~/.cache/kwscompress``."""
+    if os.environ.get("KWSCOMPRESS_CACHE"):
+        return Path(os.environ["KWSCOMPRESS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kwscompress"
+
+
+class Pipeline:
+    """Train, evaluate and analyse a keyword spotter, stage by stage or all at once.
+
+    :param config: the configuration; ``None`` uses the built-in defaults.
+    :param plugin_manager: plugins to use; ``None`` loads every installed plugin.
+    :param run_dir: the run directory; ``None`` means ``config.run.out_dir / config.run.name``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        plugin_manager: PluginManager | None = None,
+        run_dir: str | Path | None = None,
+    ):
+        self.config = config or Config()
+        self.pm = plugin_manager or get_plugin_manager()
+        self._run_dir = Path(run_dir) if run_dir else None
+        self._run: Run | None = None
+        self.index: DatasetIndex | None = None
+        self.feature_sets: FeatureSets | None = None
+        self.model: torch.nn.Module | None = None
+        # Check every component name now, so a typo fails before minutes of work.
+        self.pm.component("dataset", self.config.data.source)
+        self.pm.component("feature_extractor", self.config.features.name)
+        self.pm.component("model", self.config.model.name)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **kwargs: Any) -> Pipeline:
+        """A pipeline configured by the TOML file at ``path``."""
+        return cls(Config.from_toml(path), **kwargs)
+
+    @property
+    def run_dir(self) -> Path:
+        """Where results and artifacts go."""
+        return self._run_dir or Path(self.config.run.out_dir) / self.config.run.name
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where datasets and features are cached."""
+        return Path(self.config.run.cache_dir) if self.config.run.cache_dir else default_cache_dir()
+
+    @property
+    def run_record(self) -> Run:
+        """The run directory object (created on first use)."""
+        if self._run is None:
+            self._run = Run(self.run_dir)
+        return self._run
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[dict[str, Any]]:
+        run = self.run_record
+        errors = run.results.setdefault("plugin_errors", [])
+        self.pm.notify("kws_stage_started", errors, stage=name, run=run)
+        run.log.info("stage %s started", name)
+        started = time.perf_counter()
+        summary: dict[str, Any] = {}
+        yield summary
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        run.record(name, summary)
+        run.log.info("stage %s finished in %.1f s", name, summary["seconds"])
+        self.pm.notify("kws_stage_finished", errors, stage=name, run=run, summary=summary)
+        run.save()
+
+    def load_data(self) -> DatasetIndex:
+        """Prepare the dataset (synthesizing it if needed) and choose each split's clips."""
+        from kwscompress.stages.load_data import load_data
+
+        source = self.pm.component("dataset", self.config.data.source)
+        with self._stage("data") as summary:
+            self.index, found = load_data(source, self.config.data, self.cache_dir)
+            summary.update(found)
+        return self.index
+
+    def features(self, index: DatasetIndex | None = None) -> FeatureSets:
+        """Compute (or load from the cache) the features of every split."""
+        from kwscompress.stages.features import compute_features
+
+        index = index or self.index or self.load_data()
+        name = self.config.features.name
+        extractor = self.pm.component("feature_extractor", name)
+        version = self._plugin_version("feature_extractor", name)
+        with self._stage("features") as summary:
+            sets, cached = compute_features(
+                index, self.config.data, self.config.features, extractor, version, self.cache_dir
+            )
+            summary.update(
+                extractor=name,
+                settings=sets.meta["settings"],
+                shape=list(sets.shape),
+                cache_key=sets.meta["cache_key"],
+                cache_hit=cached,
+            )
+            data = self.run_record.results.get("data", {})
+            for key in ("split_summary", "skipped_files", "converted_files"):
+                data[key] = sets.meta[key]
+            data["skipped_count"] = len(sets.meta["skipped_files"])
+            self.run_record.record("data", data)
+        self.feature_sets = sets
+        return sets
+
+    def train(self, feature_sets: FeatureSets | None = None) -> torch.nn.Module:
+        """Train the configured model; the best-validation weights are kept and returned."""
+        from kwscompress.stages.training import train
+
+        sets = feature_sets or self.feature_sets or self.features()
+        spec = self.pm.component("model", self.config.model.name)
+        checkpoint = self.run_record.subdir("checkpoints") / f"{spec.name}.pt"
+        with self._stage("train") as summary:
+            self.model, found = train(spec, sets, self.config.train, checkpoint)
+            found["checkpoint"] = str(checkpoint.relative_to(self.run_dir))
+            summary.update(found)
+        return self.model
+
+    def evaluate(
+        self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
+    ) -> dict[str, Any]:
+        """Per-class accuracy on every split, held-out voices and the real reference clips."""
+        from kwscompress.data.dataset import synth_manifest
+        from kwscompress.stages.evaluation import evaluate_model
+
+        sets = feature_sets or self.feature_sets or self.features()
+        model = model or self.model or self.train(sets)
+        extractor = self.pm.component("feature_extractor", self.config.features.name)
+        root = Path(self.run_record.results.get("data", {}).get("root", ""))
+        with self._stage("evaluate") as summary:
+            summary["model"] = self.config.model.name
+            summary.update(
+                evaluate_model(
+                    model,
+                    sets,
+                    extractor,
+                    self.config.features,
+                    self.config.data,
+                    synth_manifest(root) if root.name else None,
+                )
+            )
+        run = self.run_record
+        variants = run.results.setdefault("variants", {})
+        metrics = {"kind": "float", "accuracy": summary["accuracy"]["testing"]}
+        variants[self.config.model.name] = metrics
+        errors = run.results.setdefault("plugin_errors", [])
+        self.pm.notify(
+            "kws_variant_finished", errors, variant=self.config.model.name, metrics=metrics, run=run
+        )
+        run.save()
+        return summary
+
+    def run(self) -> Run:
+        """Run every stage in order and return the run directory."""
+        from kwscompress import __version__
+
+        record = self.run_record
+        record.results.update(
+            kwscompress_version=__version__,
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            config=self.config.to_dict(),
+            plugins=[c.as_dict() for c in self.pm.all_components()],
+        )
+        record.save()
+        self.load_data()
+        self.features()
+        self.train()
+        self.evaluate()
+        record.record("finished", datetime.now(UTC).isoformat(timespec="seconds"))
+        return record
+
+    def _plugin_version(self, kind: str, name: str) -> str:
+        return self.pm.components(kind)[name].version

@@ -1,0 +1,42 @@
+"""Progress bars for long steps (synthesis, feature extraction, epochs).
+
+One place decides how progress looks, so every stage shows it the same way. Bars go to standard
+error and disappear when ``KWSCOMPRESS_NO_PROGRESS`` is set (the tests set it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+Advance = Callable[[int], None]
+"""Called with the number of items just finished."""
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Advance]:
+    """Show a bar for ``total`` items; yields a function to advance it."""
+    if os.environ.get("KWSCOMPRESS_NO_PROGRESS"):
+        yield lambda n=1: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

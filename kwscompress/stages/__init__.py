@@ -1,0 +1,1 @@
+"""One module per pipeline stage; :class:`kwscompress.Pipeline` calls them in order."""

@@ -1,0 +1,170 @@
+"""The features stage: decode, augment and featurize every split, cached on disk.
+
+The cache key covers everything that changes the numbers: the dataset's file contents and clip
+selection, the data settings that shape augmentation, the extractor's name, plugin version and
+settings. A second run with the same key loads the arrays instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kwscompress.config import DataConfig, FeatureConfig
+from kwscompress.data.dataset import AudioLoader, DatasetIndex
+from kwscompress.data.splits import SPLITS
+from kwscompress.progress import progress_bar
+from kwscompress.protocols import FeatureExtractor
+from kwscompress.train import LabeledFeatures
+
+CHUNK = 256
+"""Clips per call to the extractor: large enough to amortise its overhead, small for memory."""
+
+
+@dataclass
+class FeatureSets:
+    """Features of every split, the class names and the clip files behind each example."""
+
+    labels: list[str]
+    splits: dict[str, LabeledFeatures]
+    files: dict[str, list[str]]
+    """Per split, each example's file relative to the dataset root ('' for silence)."""
+    meta: dict[str, Any]
+    """Split summary, skipped and converted files, extractor settings, cache key."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(frames, bins)`` of one example."""
+        frames, bins = self.splits["validation"].features.shape[-2:]
+        return int(frames), int(bins)
+
+
+def cache_key(
+    index: DatasetIndex,
+    data: DataConfig,
+    extractor: FeatureExtractor,
+    extractor_version: str,
+    settings: dict[str, Any],
+) -> str:
+    """Hash of everything the cached arrays depend on."""
+    shaping = {k: v for k, v in vars(data).items() if k not in ("source", "root", "synth")}
+    blob = json.dumps(
+        {
+            "dataset": index.fingerprint(),
+            "data": shaping,
+            "extractor": extractor.name,
+            "version": extractor_version,
+            "settings": settings,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def compute_features(
+    index: DatasetIndex,
+    data: DataConfig,
+    features: FeatureConfig,
+    extractor: FeatureExtractor,
+    extractor_version: str,
+    cache_dir: Path,
+) -> tuple[FeatureSets, bool]:
+    """Return the feature sets and whether they came from the cache."""
+    settings = extractor.settings(features, data.sample_rate)
+    key = cache_key(index, data, extractor, extractor_version, settings)
+    folder = cache_dir / "features" / key
+    if (folder / "meta.json").exists():
+        return _load(folder), True
+    loader = AudioLoader(index, data)
+    total = sum(
+        len(index.splits[s]) * (data.augment_copies if s == "training" else 1) for s in SPLITS
+    )
+    splits, files = {}, {}
+    with progress_bar(f"Extracting {extractor.name} features", total) as advance:
+        for split in SPLITS:
+            decoded = loader.load(split)
+            copies = [
+                _extract(extractor, copy, features, data.sample_rate, advance)
+                for copy in decoded.audio
+            ]
+            stacked = np.stack(copies) if split == "training" else copies[0]
+            splits[split] = LabeledFeatures(stacked, decoded.labels)
+            files[split] = [
+                str(c.path.relative_to(index.root)) if c.path else "" for c in decoded.clips
+            ]
+    meta = {
+        "cache_key": key,
+        "extractor": extractor.name,
+        "extractor_version": extractor_version,
+        "settings": settings,
+        "labels": index.labels,
+        "split_summary": _summary(index.labels, splits),
+        "skipped_files": index.skipped_files,
+        "converted_files": index.converted_files,
+    }
+    result = FeatureSets(index.labels, splits, files, meta)
+    _save(result, folder)
+    return result, False
+
+
+def _extract(
+    extractor: FeatureExtractor,
+    audio: np.ndarray,
+    config: FeatureConfig,
+    sample_rate: int,
+    advance: Any,
+) -> np.ndarray:
+    parts = []
+    for start in range(0, len(audio), CHUNK):
+        chunk = audio[start : start + CHUNK]
+        parts.append(np.asarray(extractor.extract(chunk, config, sample_rate), dtype=np.float32))
+        advance(len(chunk))
+    if not parts:
+        shape = extractor.extract(np.zeros((1, audio.shape[-1]), np.float32), config, sample_rate)
+        return np.zeros((0, *shape.shape[1:]), np.float32)
+    return np.concatenate(parts)
+
+
+def _summary(labels: list[str], splits: dict[str, LabeledFeatures]) -> dict[str, dict[str, int]]:
+    summary = {}
+    for split, data in splits.items():
+        counts = np.bincount(data.labels, minlength=len(labels))
+        row = {label: int(counts[i]) for i, label in enumerate(labels)}
+        row["total"] = int(len(data.labels))
+        summary[split] = row
+    return summary
+
+
+def _save(sets: FeatureSets, folder: Path) -> None:
+    # Write into a sibling temp folder and rename: a crash never leaves a half-written cache.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for split, data in sets.splits.items():
+            np.save(tmp / f"{split}.features.npy", data.features)
+            np.save(tmp / f"{split}.labels.npy", data.labels)
+        (tmp / "files.json").write_text(json.dumps(sets.files), "utf-8")
+        (tmp / "meta.json").write_text(json.dumps(sets.meta, indent=2), "utf-8")
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(folder: Path) -> FeatureSets:
+    meta = json.loads((folder / "meta.json").read_text("utf-8"))
+    files = json.loads((folder / "files.json").read_text("utf-8"))
+    splits = {
+        split: LabeledFeatures(
+            np.load(folder / f"{split}.features.npy"), np.load(folder / f"{split}.labels.npy")
+        )
+        for split in SPLITS
+    }
+    return FeatureSets(meta["labels"], splits, files, meta)
