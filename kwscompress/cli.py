@@ -88,6 +88,15 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from kwscompress.report import load_run, write_report
+
+    paths = write_report(load_run(args.run_dir))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def _print_summary(path: Path, results: dict) -> None:
     accuracy = results.get("evaluate", {}).get("accuracy", {})
     clips = results.get("evaluate", {}).get("reference_clips", {}).get("clips", [])
@@ -125,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=_plugins)
+
+    from kwscompress.estimate import configure_estimate_parser, estimate_command
+
+    estimate = sub.add_parser("estimate", help="parameters, MACs, memory and board fit of a model")
+    configure_estimate_parser(estimate)
+    estimate.set_defaults(handler=estimate_command)
+
+    report = sub.add_parser("report", help="write report.html and report.md for a run")
+    report.add_argument("run_dir", help="the run directory (holds results.json)")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -126,6 +126,28 @@ class TrainConfig:
 
 
 @dataclass
+class EstimateConfig:
+    """``[estimate]``: static cost analysis against a board."""
+
+    board: str = "nano33ble"
+    """Board profile to check the fit against (``kwscompress estimate --help`` lists them)."""
+    bits: list[int] = field(default_factory=lambda: [32, 8])
+    """Weight bit widths to check the fit for."""
+    estimator: str = "fvcore"
+    """Estimator component."""
+
+
+@dataclass
+class ProfileConfig:
+    """``[profile]``: host latency measurement."""
+
+    runs: int = 200
+    """Timed batch-1 forward passes (after warm-up); the median is reported."""
+    warmup: int = 20
+    """Untimed passes first."""
+
+
+@dataclass
 class Config:
     """The whole configuration of a pipeline."""
 
@@ -134,6 +156,8 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
@@ -177,6 +201,7 @@ def quick_overrides() -> dict[str, Any]:
             },
         },
         "train": {"epochs": 2, "lr_step_epochs": 1},
+        "profile": {"runs": 30, "warmup": 5},
     }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def default_cache_dir() -> Path:
-    """``$KWSCOMPRESS_CACHE``, else ``$XDG_CACHE_HOME/kwscompress``, else ``~/.cache/kwscompress``."""
+    """``$KWSCOMPRESS_CACHE``, else ``$XDG_CACHE_HOME/kwscompress``, else ``~/.cache/...``."""
     if os.environ.get("KWSCOMPRESS_CACHE"):
         return Path(os.environ["KWSCOMPRESS_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -181,6 +181,57 @@ class Pipeline:
         run.save()
         return summary
 
+    def estimate(
+        self, model: torch.nn.Module | None = None, board: str | None = None
+    ) -> dict[str, Any]:
+        """Parameters, MACs, FLOPs, memory and the flash/RAM fit on a board (estimates).
+
+        Uses the trained model when there is one; counts do not depend on the weights, so
+        otherwise a freshly built model of the configured architecture is analysed.
+        """
+        from kwscompress.estimate import estimate_model
+
+        config = self.config.estimate
+        model = model or self.model or self._build_model()
+        estimator = self.pm.component("estimator", config.estimator)
+        with self._stage("estimate") as summary:
+            summary.update(
+                estimate_model(
+                    model,
+                    (1, *self._input_shape()),
+                    board=board or config.board,
+                    bits=config.bits,
+                    estimator=estimator,
+                    model_name=self.config.model.name,
+                )
+            )
+        return summary
+
+    def profile(self, model: torch.nn.Module | None = None) -> dict[str, Any]:
+        """Batch-1 host latency (median over many runs) and self time per operator."""
+        from kwscompress.profile import profile_model
+
+        model = model or self.model or self._build_model()
+        with self._stage("profile") as summary:
+            summary.update(
+                profile_model(
+                    model,
+                    (1, *self._input_shape()),
+                    runs=self.config.profile.runs,
+                    warmup=self.config.profile.warmup,
+                )
+            )
+        return summary
+
+    def report(self) -> dict[str, Path]:
+        """Write ``report.html`` and ``report.md`` from what the run has recorded so far."""
+        from kwscompress.report import write_report
+
+        with self._stage("report") as summary:
+            paths = write_report(self.run_record, plugin_manager=self.pm)
+            summary["files"] = {kind: str(p.relative_to(self.run_dir)) for kind, p in paths.items()}
+        return paths
+
     def run(self) -> Run:
         """Run every stage in order and return the run directory."""
         from kwscompress import __version__
@@ -197,8 +248,25 @@ class Pipeline:
         self.features()
         self.train()
         self.evaluate()
+        self.estimate()
+        self.profile()
+        self.report()
         record.record("finished", datetime.now(UTC).isoformat(timespec="seconds"))
         return record
+
+    def _input_shape(self) -> tuple[int, int]:
+        if self.feature_sets is not None:
+            return self.feature_sets.shape
+        data, features = self.config.data, self.config.features
+        samples = data.sample_rate * data.clip_duration_ms // 1000
+        window = int(data.sample_rate * features.window_ms / 1000)
+        stride = int(data.sample_rate * features.stride_ms / 1000)
+        return 1 + (samples - window) // stride, features.bins
+
+    def _build_model(self) -> torch.nn.Module:
+        spec = self.pm.component("model", self.config.model.name)
+        labels = 2 + len(self.config.data.wanted_words)
+        return spec.build(self._input_shape(), labels)
 
     def _plugin_version(self, kind: str, name: str) -> str:
         return self.pm.components(kind)[name].version

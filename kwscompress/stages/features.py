@@ -138,7 +138,7 @@ def _summary(labels: list[str], splits: dict[str, LabeledFeatures]) -> dict[str,
     for split, data in splits.items():
         counts = np.bincount(data.labels, minlength=len(labels))
         row = {label: int(counts[i]) for i, label in enumerate(labels)}
-        row["total"] = int(len(data.labels))
+        row["total"] = len(data.labels)
         summary[split] = row
     return summary
 

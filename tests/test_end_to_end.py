@@ -1,0 +1,104 @@
+"""`kwscompress demo --quick` end to end: synthetic data, micro features, training, evaluation,
+estimate, profile and report, in a fresh process as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _demo(out: Path, cache: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+    env = {**os.environ, "KWSCOMPRESS_CACHE": str(cache), "KWSCOMPRESS_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kwscompress.cli", "demo", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, json.loads((out / "demo-quick" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    base = tmp_path_factory.mktemp("e2e")
+    _, results = _demo(base / "runs", base / "cache")
+    return base, results
+
+
+def test_results_hold_every_stage(first_run: tuple[Path, dict]) -> None:
+    _, results = first_run
+    assert results["schema"] == 1
+    for stage in ("data", "features", "train", "evaluate", "estimate", "profile", "report"):
+        assert stage in results, stage
+        assert results[stage]["seconds"] >= 0
+    assert "finished" in results and results["plugin_errors"] == []
+
+
+def test_split_summary_and_per_class_tables(first_run: tuple[Path, dict]) -> None:
+    _, results = first_run
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    assert results["data"]["labels"] == labels
+    summary = results["data"]["split_summary"]
+    for split in ("training", "validation", "testing"):
+        row = summary[split]
+        assert row["total"] == sum(row[label] for label in labels) > 0
+        table = results["evaluate"]["per_class"][split]
+        assert [table[label]["samples"] for label in labels] == [row[label] for label in labels]
+        assert table["total"]["samples"] == row["total"]
+    assert results["data"]["skipped_count"] == 0
+
+
+def test_training_history_and_checkpoint(first_run: tuple[Path, dict]) -> None:
+    base, results = first_run
+    train = results["train"]
+    assert train["model"] == "tiny_conv" and train["parameters"] == 16652
+    assert [h["epoch"] for h in train["history"]] == [1, 2]
+    assert (base / "runs" / "demo-quick" / train["checkpoint"]).is_file()
+    accuracy = results["evaluate"]["accuracy"]
+    assert set(accuracy) == {"training", "validation", "testing"}
+    # Two epochs on a small set: well above the 25 % of guessing among four classes.
+    assert accuracy["testing"] > 0.4
+
+
+def test_generalisation_checks_are_recorded(first_run: tuple[Path, dict]) -> None:
+    _, results = first_run
+    clips = results["evaluate"]["reference_clips"]["clips"]
+    assert [c["file"] for c in clips] == [
+        "yes_1000ms.wav",
+        "no_1000ms.wav",
+        "noise_1000ms.wav",
+        "silence_1000ms.wav",
+    ]
+    assert all(abs(sum(c["scores"].values()) - 1) < 1e-4 for c in clips)
+    held_out = results["evaluate"]["held_out_voices"]
+    assert held_out["families"] and held_out["held_out_samples"] > 0
+
+
+def test_estimate_profile_and_report(first_run: tuple[Path, dict]) -> None:
+    base, results = first_run
+    assert results["estimate"]["total"]["parameters"] == 16652
+    assert results["estimate"]["total"]["macs"] == 336000
+    assert results["profile"]["median_ms"] > 0
+    html = base / "runs" / "demo-quick" / results["report"]["files"]["html"]
+    assert html.is_file() and "data:image/png;base64," in html.read_text()
+
+
+def test_second_run_reuses_dataset_and_features(first_run: tuple[Path, dict]) -> None:
+    base, first = first_run
+    assert first["features"]["cache_hit"] is False
+    _, second = _demo(base / "runs2", base / "cache")
+    assert second["features"]["cache_hit"] is True
+    assert second["data"]["root"] == first["data"]["root"]
+    # Same config and seed: the same training, to the last digit.
+    assert second["train"]["history"] == [
+        {**h, "seconds": s["seconds"]}
+        for h, s in zip(first["train"]["history"], second["train"]["history"], strict=True)
+    ]
+    assert second["evaluate"]["accuracy"] == first["evaluate"]["accuracy"]
