@@ -145,6 +145,9 @@ class ProfileConfig:
     """Timed batch-1 forward passes (after warm-up); the median is reported."""
     warmup: int = 20
     """Untimed passes first."""
+    threads: int = 1
+    """CPU threads for the measurement (recorded in the results); one is the stable choice for a
+    batch-1 model on a busy machine, where extra threads wait on each other."""
 
 
 @dataclass

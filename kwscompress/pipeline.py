@@ -219,6 +219,7 @@ class Pipeline:
                     (1, *self._input_shape()),
                     runs=self.config.profile.runs,
                     warmup=self.config.profile.warmup,
+                    threads=self.config.profile.threads,
                 )
             )
         return summary
