@@ -230,7 +230,7 @@ class Pipeline:
 
         with self._stage("report") as summary:
             paths = write_report(self.run_record, plugin_manager=self.pm)
-            summary["files"] = {kind: str(p.relative_to(self.run_dir)) for kind, p in paths.items()}
+            summary.update(self.run_record.results["report"])  # files, sections, errors
         return paths
 
     def run(self) -> Run:

@@ -39,6 +39,7 @@ def test_results_hold_every_stage(first_run: tuple[Path, dict]) -> None:
         assert stage in results, stage
         assert results[stage]["seconds"] >= 0
     assert "finished" in results and results["plugin_errors"] == []
+    assert results["report"]["errors"] == []
 
 
 def test_split_summary_and_per_class_tables(first_run: tuple[Path, dict]) -> None:
@@ -86,7 +87,7 @@ def test_estimate_profile_and_report(first_run: tuple[Path, dict]) -> None:
     assert results["estimate"]["total"]["parameters"] == 16652
     assert results["estimate"]["total"]["macs"] == 336000
     assert results["profile"]["median_ms"] > 0
-    html = base / "runs" / "demo-quick" / results["report"]["files"]["html"]
+    html = base / "runs" / "demo-quick" / results["report"]["html"]
     assert html.is_file() and "data:image/png;base64," in html.read_text()
 
 
