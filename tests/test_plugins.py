@@ -163,13 +163,18 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
             "data": {"source": "tones", "silence_percentage": 50, "unknown_percentage": 50},
             "features": {"name": "toy"},
             "train": {"epochs": 3, "batch_size": 8},
+            "profile": {"runs": 10, "warmup": 1},
         }
     )
     run = Pipeline(config, plugin_manager=pm, run_dir=tmp_path / "run").run()
-    stages = ["data", "features", "train", "evaluate"]
+    def calls(*stages: str) -> list[tuple[str, str]]:
+        return [call for stage in stages for call in (("started", stage), ("finished", stage))]
+
     assert recorder.calls == [
-        call for stage in stages for call in (("started", stage), ("finished", stage))
-    ] + [("variant", "tiny_conv")]
+        *calls("data", "features", "train", "evaluate"),
+        ("variant", "tiny_conv"),
+        *calls("estimate", "profile", "report"),
+    ]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["data"]["source"] == "tones"
     assert results["features"]["extractor"] == "toy"
