@@ -1,0 +1,334 @@
+"""Training and evaluation of a model on computed features, with per-class reports.
+
+Training is Adam with weight decay and a step learning-rate schedule on the cross-entropy of the
+model's logits. Every random choice (batch order, which augmented copy of a clip an epoch uses,
+dropout) comes from the config's seed, so the same config, seed and data give the same history.
+After each epoch the model is scored on the validation set; the best epoch's weights are saved
+to a checkpoint and loaded back into the model at the end. See :doc:`/training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kwscompress.config import TrainConfig
+from kwscompress.errors import ConfigError, KwsError
+from kwscompress.run import atomic_path
+
+EVAL_BATCH_SIZE = 512
+"""Clips per forward pass in evaluation and prediction (memory, not results, depends on it)."""
+
+
+@dataclass
+class LabeledFeatures:
+    """Features of a set of clips and their class indices.
+
+    ``features`` is float32 ``[N, frames, bins]``. Training data may instead be
+    ``[copies, N, frames, bins]``: several augmented versions of each clip, of which each epoch
+    uses one per clip.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def copies(self) -> np.ndarray:
+        """The features as ``[copies, N, frames, bins]`` (one copy for 3-D features)."""
+        return self.features if self.features.ndim == 4 else self.features[np.newaxis]
+
+    def checked(self, split: str, allow_copies: bool = False) -> LabeledFeatures:
+        """This set as float32 features and int64 labels, after checking shapes and counts.
+
+        :raises ~kwscompress.errors.KwsError: naming ``split`` and what is wrong.
+        """
+        features = np.ascontiguousarray(self.features, dtype=np.float32)
+        labels = np.asarray(self.labels)
+        if features.ndim not in ((3, 4) if allow_copies else (3,)):
+            shapes = "[copies, N, frames, bins] or " * allow_copies + "[N, frames, bins]"
+            raise KwsError(f"{split} features must be {shapes}, got shape {features.shape}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise KwsError(
+                f"{split} labels must be a 1-D array of class indices, got {labels.dtype} "
+                f"of shape {labels.shape}"
+            )
+        clips = features.shape[-3]
+        if clips != len(labels):
+            raise KwsError(f"{split} set has {clips} feature clips but {len(labels)} labels")
+        if clips == 0 or features.shape[0] == 0:
+            raise KwsError(f"{split} set is empty")
+        if labels.min() < 0:
+            raise KwsError(f"{split} labels must be class indices >= 0, found {labels.min()}")
+        return LabeledFeatures(features, labels.astype(np.int64))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` measured.
+
+    ``history`` has one entry per epoch with keys ``epoch``, ``train_loss``, ``train_accuracy``
+    (running values over the epoch, dropout active), ``validation_loss``,
+    ``validation_accuracy``, ``learning_rate`` (used during the epoch) and ``seconds``.
+    Accuracies are fractions in 0..1.
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_validation_accuracy: float
+    seconds: float
+    seconds_per_epoch: float
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready copy."""
+        return dataclasses.asdict(self)
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (weight initialisation, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # cuDNN's autotuner picks kernels by timing, which makes GPU results vary between runs.
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def train_model(
+    model: nn.Module,
+    train: LabeledFeatures,
+    validation: LabeledFeatures,
+    config: TrainConfig,
+    checkpoint: Path,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and leave the best validation epoch's weights in it.
+
+    Build the model after :func:`set_seed` for reproducible initial weights; this function seeds
+    dropout, batch order and the choice of augmented copies from ``config.seed`` itself. The best
+    epoch (highest validation accuracy, then lowest validation loss) is written to ``checkpoint``
+    as a ``state_dict`` (``torch.save``, atomically) each time it improves. Training runs on CUDA
+    when available; the model is returned on the CPU.
+
+    :param progress: called with 1 after each epoch.
+    """
+    _check_config(config)
+    train = train.checked("training", allow_copies=True)
+    validation = validation.checked("validation")
+    num_classes = _num_outputs(model, train.features.shape[-2:])
+    for split, data in (("training", train), ("validation", validation)):
+        if data.labels.max() >= num_classes:
+            raise KwsError(
+                f"{split} labels go up to {data.labels.max()} but the model has only "
+                f"{num_classes} outputs"
+            )
+
+    started = time.perf_counter()
+    device = _device()
+    model.to(device)
+    set_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+    )
+    history: list[dict[str, float]] = []
+    best_epoch, best_state = 0, {}
+    for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
+        learning_rate = optimizer.param_groups[0]["lr"]
+        train_loss, train_accuracy = _train_epoch(model, optimizer, train, config.batch_size, rng)
+        scheduler.step()
+        val_loss, val_accuracy = _loss_and_accuracy(
+            _logits(model, validation.features), validation.labels
+        )
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "validation_loss": val_loss,
+                "validation_accuracy": val_accuracy,
+                "learning_rate": learning_rate,
+                "seconds": time.perf_counter() - epoch_started,
+            }
+        )
+        if best_epoch == 0 or _rank(history[-1]) > _rank(history[best_epoch - 1]):
+            best_epoch = epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            with atomic_path(checkpoint) as tmp:
+                torch.save(best_state, tmp)
+        if progress is not None:
+            progress(1)
+
+    model.load_state_dict(best_state)
+    model.to("cpu")
+    seconds = time.perf_counter() - started
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_validation_accuracy=history[best_epoch - 1]["validation_accuracy"],
+        seconds=seconds,
+        seconds_per_epoch=sum(h["seconds"] for h in history) / len(history),
+        device=str(device),
+    )
+
+
+def evaluate(
+    model: nn.Module, data: LabeledFeatures, labels: Sequence[str], split: str = "evaluation"
+) -> dict[str, Any]:
+    """Score ``model`` on ``data``: accuracy, mean cross-entropy, per-class counts, confusion.
+
+    Returns ``{"accuracy", "loss", "per_class": {label: {"samples", "correct", "accuracy"}},
+    "total": {"samples", "correct", "accuracy"}, "confusion"}``. ``confusion[t][p]`` counts clips
+    of true class ``t`` predicted as ``p``; a class with no samples has accuracy ``None``.
+
+    :param labels: class names, in class-index order; one per model output.
+    :param split: the split's name, for error messages.
+    """
+    data = data.checked(split)
+    num_classes = _num_outputs(model, data.features.shape[-2:])
+    if num_classes != len(labels):
+        raise KwsError(
+            f"the model has {num_classes} outputs but {len(labels)} label names were given: "
+            f"{list(labels)}"
+        )
+    if data.labels.max() >= num_classes:
+        raise KwsError(
+            f"{split} labels go up to {data.labels.max()} but there are only "
+            f"{num_classes} classes: {list(labels)}"
+        )
+    logits = _logits(model, data.features)
+    loss, accuracy = _loss_and_accuracy(logits, data.labels)
+    predicted = logits.argmax(dim=1).numpy()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (data.labels, predicted), 1)
+    samples = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    return {
+        "accuracy": accuracy,
+        "loss": loss,
+        "per_class": {
+            name: {
+                "samples": int(samples[i]),
+                "correct": int(correct[i]),
+                "accuracy": float(correct[i] / samples[i]) if samples[i] else None,
+            }
+            for i, name in enumerate(labels)
+        },
+        "total": {
+            "samples": len(data.labels),
+            "correct": int(correct.sum()),
+            "accuracy": accuracy,
+        },
+        "confusion": confusion.tolist(),
+    }
+
+
+def predict(model: nn.Module, features: np.ndarray) -> np.ndarray:
+    """Softmax probabilities ``[N, classes]`` (float32) for features ``[N, frames, bins]``."""
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 3 or len(features) == 0:
+        raise KwsError(f"predict needs features of shape [N, frames, bins], got {features.shape}")
+    return torch.softmax(_logits(model, features), dim=1).numpy()
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: LabeledFeatures,
+    batch_size: int,
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """One pass in a random order, each clip as one random copy; returns loss and accuracy."""
+    copies, clips = train.copies, len(train.labels)
+    device = next(model.parameters()).device
+    chosen = rng.integers(len(copies), size=clips)
+    order = rng.permutation(clips)
+    model.train()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, clips, batch_size):
+        batch = order[start : start + batch_size]
+        inputs = torch.from_numpy(copies[chosen[batch], batch]).to(device)
+        targets = torch.from_numpy(train.labels[batch]).to(device)
+        logits = model(inputs)
+        loss = F.cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(batch)
+        correct += int((logits.argmax(dim=1) == targets).sum())
+    return loss_sum / clips, correct / clips
+
+
+def _rank(epoch: dict[str, float]) -> tuple[float, float]:
+    """Higher is better: validation accuracy first, then lower validation loss."""
+    return epoch["validation_accuracy"], -epoch["validation_loss"]
+
+
+def _loss_and_accuracy(logits: torch.Tensor, labels: np.ndarray) -> tuple[float, float]:
+    loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
+    return loss, float((logits.argmax(dim=1).numpy() == labels).mean())
+
+
+def _logits(model: nn.Module, features: np.ndarray) -> torch.Tensor:
+    """Logits on the CPU, computed in eval mode without gradients; the model's mode is kept."""
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat(
+                [
+                    model(torch.from_numpy(features[start : start + EVAL_BATCH_SIZE]).to(device))
+                    .float()
+                    .cpu()
+                    for start in range(0, len(features), EVAL_BATCH_SIZE)
+                ]
+            )
+    finally:
+        model.train(was_training)
+
+
+def _num_outputs(model: nn.Module, clip_shape: tuple[int, ...]) -> int:
+    """Run one zero clip through the model to check the feature shape and count its outputs."""
+    probe = np.zeros((1, *clip_shape), dtype=np.float32)
+    try:
+        logits = _logits(model, probe)
+    except RuntimeError as exc:
+        raise KwsError(
+            f"features of shape {tuple(clip_shape)} do not fit the model: {exc}"
+        ) from exc
+    if logits.ndim != 2 or logits.shape[0] != 1:
+        raise KwsError(
+            f"the model must return logits [N, classes]; for one clip it returned "
+            f"shape {tuple(logits.shape)}"
+        )
+    return int(logits.shape[1])
+
+
+def _check_config(config: TrainConfig) -> None:
+    for key, minimum in (("epochs", 1), ("batch_size", 1), ("lr_step_epochs", 1)):
+        if getattr(config, key) < minimum:
+            raise ConfigError(f"train.{key} must be at least {minimum}, got {getattr(config, key)}")
+    for key in ("learning_rate", "lr_gamma"):
+        if not getattr(config, key) > 0:
+            raise ConfigError(f"train.{key} must be positive, got {getattr(config, key)}")
+    if config.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be 0 or more, got {config.weight_decay}")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,228 @@
+"""Training and evaluation on tiny synthetic feature sets."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kwscompress.config import TrainConfig
+from kwscompress.errors import ConfigError, KwsError
+from kwscompress.models import TinyConv
+from kwscompress.train import (
+    LabeledFeatures,
+    evaluate,
+    predict,
+    set_seed,
+    train_model,
+)
+
+SHAPE = (49, 40)
+CLASSES = 3
+
+
+def _toy(clips: int, seed: int) -> LabeledFeatures:
+    """Noise plus a bright band whose frequency position depends on the class."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(clips) % CLASSES
+    features = rng.normal(0.0, 1.0, (clips, *SHAPE)).astype(np.float32)
+    for i, label in enumerate(labels):
+        features[i, :, 12 * label : 12 * label + 8] += 2.0
+    return LabeledFeatures(features, labels)
+
+
+def _config(**changes: object) -> TrainConfig:
+    values = {"epochs": 3, "batch_size": 10, "learning_rate": 0.003, "seed": 7}
+    values.update(changes)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def _train(tmp_path: Path, config: TrainConfig, train: LabeledFeatures | None = None):
+    set_seed(config.seed)
+    model = TinyConv(SHAPE, CLASSES)
+    train = _toy(60, seed=1) if train is None else train
+    checkpoint = tmp_path / "best.pt"
+    result = train_model(model, train, _toy(30, seed=2), config, checkpoint)
+    return model, result, checkpoint
+
+
+def test_learns_a_separable_problem_and_keeps_the_best_epoch(tmp_path: Path) -> None:
+    calls = []
+    set_seed(7)
+    model = TinyConv(SHAPE, CLASSES)
+    validation = _toy(30, seed=2)
+    before = evaluate(model, validation, ["a", "b", "c"])["accuracy"]
+    checkpoint = tmp_path / "ckpt" / "best.pt"
+    result = train_model(model, _toy(60, seed=1), validation, _config(), checkpoint, calls.append)
+
+    assert calls == [1, 1, 1]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    accuracies = [h["validation_accuracy"] for h in result.history]
+    assert result.best_validation_accuracy == max(accuracies) > 0.8 > before
+    assert result.history[result.best_epoch - 1]["validation_accuracy"] == max(accuracies)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.seconds >= result.seconds_per_epoch * 3 > 0
+
+    # The checkpoint is the best epoch, and those weights are what the model holds now.
+    saved = torch.load(checkpoint, weights_only=True)
+    assert set(saved) == set(model.state_dict())
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    after = evaluate(model, validation, ["a", "b", "c"])
+    assert after["accuracy"] == result.best_validation_accuracy
+    assert after["loss"] == pytest.approx(
+        result.history[result.best_epoch - 1]["validation_loss"], rel=1e-5
+    )
+    assert list(checkpoint.parent.iterdir()) == [checkpoint]  # no temporary file left
+
+
+def test_the_best_epoch_not_the_last_is_loaded_back(tmp_path: Path) -> None:
+    # Validation labels are the training mapping shifted by one class, so the better the model
+    # learns, the worse it validates: the first epoch must win.
+    validation = _toy(30, seed=2)
+    validation = LabeledFeatures(validation.features, (validation.labels + 1) % CLASSES)
+    set_seed(7)
+    model = TinyConv(SHAPE, CLASSES)
+    result = train_model(model, _toy(60, 1), validation, _config(epochs=2), tmp_path / "b.pt")
+    assert result.best_epoch == 1
+    first, last = result.history
+    assert first["validation_loss"] < last["validation_loss"]
+    report = evaluate(model, validation, ["a", "b", "c"])
+    assert report["loss"] == pytest.approx(first["validation_loss"], rel=1e-5)
+    saved = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_same_seed_same_history_other_seed_other_history(tmp_path: Path) -> None:
+    def history(seed: int) -> list[dict[str, float]]:
+        _, result, _ = _train(tmp_path, _config(epochs=2, seed=seed))
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+
+    first = history(3)
+    assert history(3) == first
+    assert history(4) != first
+
+
+def test_learning_rate_follows_the_step_schedule(tmp_path: Path) -> None:
+    config = _config(epochs=3, lr_step_epochs=2, lr_gamma=0.5, learning_rate=0.002)
+    _, result, _ = _train(tmp_path, config)
+    rates = [h["learning_rate"] for h in result.history]
+    assert rates == pytest.approx([0.002, 0.002, 0.001])
+
+
+class _Recorder(nn.Module):
+    """A linear model that remembers every input batch it saw in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(SHAPE[0] * SHAPE[1], CLASSES)
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.batches.append(features.detach().clone())
+        return self.fc(features.flatten(1))
+
+
+def test_each_epoch_uses_one_augmented_copy_of_every_clip(tmp_path: Path) -> None:
+    clips, copies, epochs = 20, 3, 3
+    labels = np.arange(clips) % CLASSES
+    # Copy k of clip i is filled with 100 k + i, so every row seen in training names its source.
+    features = np.empty((copies, clips, *SHAPE), dtype=np.float32)
+    for k in range(copies):
+        for i in range(clips):
+            features[k, i] = 100 * k + i
+    model = _Recorder()
+    config = _config(epochs=epochs, batch_size=6)
+    train_model(model, LabeledFeatures(features, labels), _toy(6, 2), config, tmp_path / "c.pt")
+
+    rows = torch.cat(model.batches)[:, 0, 0].round().long().tolist()
+    assert len(rows) == clips * epochs
+    used_copies = set()
+    for epoch in range(epochs):
+        seen = rows[epoch * clips : (epoch + 1) * clips]
+        assert sorted(v % 100 for v in seen) == list(range(clips))
+        used_copies |= {v // 100 for v in seen}
+    assert used_copies == set(range(copies))
+
+
+class _Fixed(nn.Module):
+    """Returns the first CLASSES values of each clip's first frame as the logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features[:, 0, :CLASSES] + 0 * self.unused
+
+
+def test_evaluate_counts_per_class_and_builds_the_confusion_matrix() -> None:
+    # True labels and predictions chosen by hand: class 0 right twice and wrong once (as 2),
+    # class 1 right once, class 2 wrong once (as 0).
+    truth = [0, 0, 0, 1, 2]
+    predicted = [0, 0, 2, 1, 0]
+    features = np.zeros((5, *SHAPE), dtype=np.float32)
+    for i, p in enumerate(predicted):
+        features[i, 0, p] = 2.0
+    report = evaluate(_Fixed(), LabeledFeatures(features, np.array(truth)), ["s", "u", "yes"])
+
+    assert report["confusion"] == [[2, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert report["per_class"] == {
+        "s": {"samples": 3, "correct": 2, "accuracy": 2 / 3},
+        "u": {"samples": 1, "correct": 1, "accuracy": 1.0},
+        "yes": {"samples": 1, "correct": 0, "accuracy": 0.0},
+    }
+    assert report["total"] == {"samples": 5, "correct": 3, "accuracy": 0.6}
+    assert report["accuracy"] == 0.6
+    right, wrong = -math.log(math.exp(2) / (math.exp(2) + 2)), -math.log(1 / (math.exp(2) + 2))
+    assert report["loss"] == pytest.approx((3 * right + 2 * wrong) / 5)
+
+
+def test_evaluate_reports_none_for_a_class_without_samples() -> None:
+    features = np.zeros((2, *SHAPE), dtype=np.float32)
+    features[:, 0, 1] = 1.0
+    report = evaluate(_Fixed(), LabeledFeatures(features, np.array([1, 1])), ["s", "u", "yes"])
+    assert report["per_class"]["s"] == {"samples": 0, "correct": 0, "accuracy": None}
+    assert sum(c["samples"] for c in report["per_class"].values()) == 2
+
+
+def test_predict_returns_probabilities() -> None:
+    set_seed(0)
+    model = TinyConv(SHAPE, CLASSES).train()
+    probabilities = predict(model, _toy(4, 3).features)
+    assert probabilities.shape == (4, CLASSES) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert model.training  # the caller's mode is restored
+    again = predict(model, _toy(4, 3).features)
+    assert np.array_equal(probabilities, again)  # eval mode: no dropout
+
+
+def test_bad_inputs_raise_kws_error_naming_the_problem(tmp_path: Path) -> None:
+    model = TinyConv(SHAPE, CLASSES)
+    good = _toy(6, 1)
+    checkpoint = tmp_path / "c.pt"
+    mismatched = LabeledFeatures(good.features, good.labels[:5])
+    with pytest.raises(KwsError, match="training set has 6 feature clips but 5 labels"):
+        train_model(model, mismatched, good, _config(), checkpoint)
+    empty = LabeledFeatures(np.zeros((0, *SHAPE), np.float32), np.zeros(0, np.int64))
+    with pytest.raises(KwsError, match="validation set is empty"):
+        train_model(model, good, empty, _config(), checkpoint)
+    with pytest.raises(KwsError, match="labels go up to 5 but the model has only 3 outputs"):
+        too_many = LabeledFeatures(good.features, np.arange(6))
+        train_model(model, too_many, good, _config(), checkpoint)
+    wrong_shape = LabeledFeatures(np.zeros((6, 30, 40), np.float32), good.labels)
+    with pytest.raises(KwsError, match=r"features of shape \(30, 40\) do not fit the model"):
+        evaluate(model, wrong_shape, ["a", "b", "c"])
+    with pytest.raises(KwsError, match="3 outputs but 2 label names"):
+        evaluate(model, good, ["a", "b"])
+    with pytest.raises(KwsError, match="testing set is empty"):
+        evaluate(model, empty, ["a", "b", "c"], split="testing")
+    with pytest.raises(KwsError, match=r"predict needs features of shape \[N, frames, bins\]"):
+        predict(model, good.features[0])
+    with pytest.raises(ConfigError, match=r"train\.epochs must be at least 1"):
+        train_model(model, good, good, _config(epochs=0), checkpoint)
+    assert not checkpoint.exists()
