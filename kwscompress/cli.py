@@ -46,27 +46,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from kwscompress.config import Config, quick_overrides
-    from kwscompress.data import synth
-    from kwscompress.progress import progress_bar
+    from kwscompress.data.sources import synthesize_dataset
 
     config = Config()
     if args.quick:
         config = config.updated(quick_overrides(), source="--quick")
     config = config.updated({"data": {"synth": {"seed": args.seed}}}, source="--seed")
-    data = config.data
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise KwsError(f"output directory {str(out)!r} is not empty; choose a new folder")
-    total = synth.planned_clip_count(data.synth, data.wanted_words)
-    with progress_bar("Synthesizing speech", total) as advance:
-        summary = synth.synthesize(
-            out,
-            data.synth,
-            data.wanted_words,
-            validation_percentage=data.validation_percentage,
-            testing_percentage=data.testing_percentage,
-            progress=advance,
-        )
+    summary = synthesize_dataset(out, config.data)
     print(json.dumps(summary, indent=2))
     return 0
 

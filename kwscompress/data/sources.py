@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from kwscompress import hookimpl
 from kwscompress.config import DataConfig
@@ -40,17 +41,24 @@ class SyntheticSource:
         root = cache_dir / "synth" / key
         if root.is_dir():
             return root
-        total = synth.planned_clip_count(config.synth, config.wanted_words)
-        with progress_bar("Synthesizing speech", total) as advance:
-            synth.synthesize(
-                root,
-                config.synth,
-                config.wanted_words,
-                validation_percentage=config.validation_percentage,
-                testing_percentage=config.testing_percentage,
-                progress=advance,
-            )
+        synthesize_dataset(root, config)
         return root
+
+
+def synthesize_dataset(root: Path, config: DataConfig) -> dict[str, Any]:
+    """Write the synthetic dataset of ``config`` into ``root``, with a progress bar."""
+    from kwscompress.data import synth
+
+    total = synth.planned_clip_count(config.synth, config.wanted_words)
+    with progress_bar("Synthesizing speech", total) as advance:
+        return synth.synthesize(
+            root,
+            config.synth,
+            config.wanted_words,
+            validation_percentage=config.validation_percentage,
+            testing_percentage=config.testing_percentage,
+            progress=advance,
+        )
 
 
 class SpeechCommandsSource:
