@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import torch
-from kwscompress_features import kws_register_feature_extractors
 
 from kwscompress.config import FeatureConfig
+from kwscompress_features import kws_register_feature_extractors
 
 RATE = 16000
 CHUNK = 256

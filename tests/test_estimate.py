@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from kwscompress_fvcore.estimator import FvcoreEstimator
 from torch import nn
 
 from kwscompress.errors import KwsError, UnknownComponentError
@@ -24,6 +23,7 @@ from kwscompress.estimate import (
 from kwscompress.models.tiny_conv import TinyConv
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import Estimator
+from kwscompress_fvcore.estimator import FvcoreEstimator
 
 TINY_SHAPE = (1, 49, 40)
 

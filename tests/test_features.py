@@ -7,17 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kwscompress_features
 import numpy as np
 import pytest
 import soundfile
-from kwscompress_features import LogMel, LogSpectrogram, Mfcc, MicroFrontend, quantize_for_device
 
 import kwscompress
+import kwscompress_features
 from kwscompress.config import FeatureConfig
 from kwscompress.errors import KwsError
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import FeatureExtractor
+from kwscompress_features import LogMel, LogSpectrogram, Mfcc, MicroFrontend, quantize_for_device
 
 CLIPS = Path(kwscompress.__file__).parent / "data" / "reference_clips"
 MODEL = Path(__file__).parent / "data" / "micro_speech_quantized.tflite"
