@@ -167,6 +167,7 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
         }
     )
     run = Pipeline(config, plugin_manager=pm, run_dir=tmp_path / "run").run()
+
     def calls(*stages: str) -> list[tuple[str, str]]:
         return [call for stage in stages for call in (("started", stage), ("finished", stage))]
 
