@@ -52,10 +52,7 @@ def _synth(args: argparse.Namespace) -> int:
     if args.quick:
         config = config.updated(quick_overrides(), source="--quick")
     config = config.updated({"data": {"synth": {"seed": args.seed}}}, source="--seed")
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise KwsError(f"output directory {str(out)!r} is not empty; choose a new folder")
-    summary = synthesize_dataset(out, config.data)
+    summary = synthesize_dataset(Path(args.out), config.data)
     print(json.dumps(summary, indent=2))
     return 0
 

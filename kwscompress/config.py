@@ -36,9 +36,9 @@ class SynthConfig:
 
     seed: int = 1234
     """Seed of every random choice; the same seed gives the same files."""
-    speakers: int = 64
-    """Voice variants used as speakers (at least 40 for the full set)."""
-    repeats: int = 6
+    speakers: int = 128
+    """Speakers, each a distinct voice variant, accent and set of recording conditions."""
+    repeats: int = 10
     """Clips per speaker for each wanted word."""
     unknown_repeats: int = 1
     """Clips per speaker for each filler (``_unknown_``) word."""

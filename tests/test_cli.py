@@ -64,10 +64,11 @@ def test_empty_root_for_speech_commands(capsys, tmp_path: Path) -> None:
     assert "data.root is empty" in err
 
 
-def test_synth_refuses_a_non_empty_folder(capsys, tmp_path: Path) -> None:
+def test_synth_refuses_an_existing_folder(capsys, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     err = _fails(capsys, "synth", "--out", str(tmp_path))
-    assert "is not empty" in err
+    assert f"{tmp_path} exists already; choose a new one" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
 def test_bad_arguments_exit_2(capsys) -> None:

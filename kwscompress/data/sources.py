@@ -35,7 +35,7 @@ class SyntheticSource:
             "wanted_words": config.wanted_words,
             "validation_percentage": config.validation_percentage,
             "testing_percentage": config.testing_percentage,
-            "generator": synth.GENERATOR_VERSION,
+            "generator": synth.generator_fingerprint(),
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         root = cache_dir / "synth" / key

@@ -59,18 +59,17 @@ def held_out_voices(
     model: torch.nn.Module, sets: FeatureSets, manifest: dict[str, Any]
 ) -> dict[str, Any]:
     """Test accuracy on voice families never heard in training, beside the families that were."""
-    held_out = set(manifest.get("held_out_families", []))
-    speakers = manifest.get("speakers", {})
+    speakers = {s["speaker_id"]: s for s in manifest["speakers"]}
     test = sets.splits["testing"]
-    family = [
-        speakers.get(speaker_of(path), {}).get("family") if path else None
+    held: list[bool | None] = [
+        speakers[speaker_of(path)]["held_out"] if path and speaker_of(path) in speakers else None
         for path in sets.files["testing"]
     ]
     correct = predict(model, test.features).argmax(axis=1) == test.labels
-    is_held = np.array([f in held_out for f in family], dtype=bool)
-    is_seen = np.array([f is not None and f not in held_out for f in family], dtype=bool)
+    is_held = np.array([h is True for h in held], dtype=bool)
+    is_seen = np.array([h is False for h in held], dtype=bool)
     return {
-        "families": sorted(held_out),
+        "families": manifest["held_out_families"],
         "held_out_samples": int(is_held.sum()),
         "held_out_accuracy": float(correct[is_held].mean()) if is_held.any() else None,
         "seen_samples": int(is_seen.sum()),
