@@ -174,10 +174,10 @@ def test_no_testing_split_means_no_held_out_family(tmp_path: Path) -> None:
 
 
 class _DyingJob:
-    """A job whose process dies the way espeak-ng does on a bad voice: by a signal."""
+    """A job whose process dies by a signal, as espeak-ng does (SIGSEGV) on a bad voice."""
 
     def __call__(self) -> None:
-        os.kill(os.getpid(), signal.SIGSEGV)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def names(self) -> list[str]:
         return ["never/written.wav"]
