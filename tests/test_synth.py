@@ -189,5 +189,5 @@ class _DyingJob:
 def test_a_crashing_worker_is_an_error_not_a_hang() -> None:
     from kwscompress.data.synth.builder import _run
 
-    with pytest.raises(KwsError, match=r"synthesis of the dying job failed \(exit status -11\)"):
+    with pytest.raises(KwsError, match=r"synthesis of the dying job failed \(exit status -9\)"):
         _run([_DyingJob()], workers=2, progress=None)
