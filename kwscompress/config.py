@@ -76,7 +76,7 @@ class DataConfig:
     """Share of training clips mixed with background noise."""
     background_volume: float = 0.1
     """Largest background noise volume mixed into a training clip."""
-    augment_copies: int = 4
+    augment_copies: int = 8
     """Augmented versions of each training clip whose features are computed (and cached)."""
     seed: int = 59185
     """Seed of silence/unknown sampling and augmentation."""
@@ -109,13 +109,13 @@ class ModelConfig:
 class TrainConfig:
     """``[train]``: optimisation."""
 
-    epochs: int = 30
+    epochs: int = 60
     """Passes over the training set."""
     batch_size: int = 100
     """Clips per step."""
     learning_rate: float = 0.001
     """Adam's initial learning rate."""
-    lr_step_epochs: int = 20
+    lr_step_epochs: int = 40
     """The learning rate is multiplied by ``lr_gamma`` every this many epochs."""
     lr_gamma: float = 0.1
     """Learning-rate decay factor."""
