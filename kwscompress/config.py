@@ -203,7 +203,7 @@ def quick_overrides() -> dict[str, Any]:
                 "noise_seconds": 5.0,
             },
         },
-        "train": {"epochs": 2, "lr_step_epochs": 1},
+        "train": {"epochs": 10, "batch_size": 16, "lr_step_epochs": 8},
         "profile": {"runs": 30, "warmup": 5},
     }
 

@@ -67,7 +67,7 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 def test_updated_merges_nested_tables() -> None:
     config = Config().updated(quick_overrides())
-    assert config.train.epochs == 2
+    assert config.train.epochs == 10
     assert config.data.synth.speakers == 12
     assert config.data.synth.seed == Config().data.synth.seed
     assert config.to_dict()["data"]["synth"]["speakers"] == 12
