@@ -106,7 +106,7 @@ class OverviewSection:
                     f"{config.train.epochs} epochs, batch {config.train.batch_size}, "
                     f"Adam lr {config.train.learning_rate:g}, seed {config.train.seed}",
                 ),
-                ("stages recorded", ", ".join(k for k in results if k != "schema") or "none"),
+                ("stages recorded", ", ".join(_stage_names(results)) or "none"),
                 (
                     "versions",
                     ", ".join(f"{name} {version}" for name, version in versions.items()),
@@ -647,6 +647,11 @@ def _features_line(features: FeatureConfig) -> str:
         f"{features.name}, {features.window_ms:g} ms window, {features.stride_ms:g} ms "
         f"stride, {features.bins} bins"
     )
+
+
+def _stage_names(results: dict[str, Any]) -> list[str]:
+    # A stage's entry is the object with its duration; the other keys are run metadata.
+    return [k for k, v in results.items() if isinstance(v, dict) and "seconds" in v]
 
 
 def _shape(shape: Any) -> str:
