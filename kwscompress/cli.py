@@ -92,6 +92,8 @@ def _print_summary(path: Path, results: dict) -> None:
     for clip in clips:
         mark = "ok" if clip["expected"] == clip["predicted"] else "WRONG"
         print(f"  real clip {clip['file']:<20} -> {clip['predicted']:<10} ({mark})")
+    if "report" in results:
+        print(f"report: {path / results['report']['html']}")
 
 
 def build_parser() -> argparse.ArgumentParser:
