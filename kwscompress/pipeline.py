@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kwscompress.boards import get_board
 from kwscompress.config import Config
 from kwscompress.plugins import PluginManager, get_plugin_manager
 from kwscompress.run import Run
@@ -59,6 +60,8 @@ class Pipeline:
         self.pm.component("dataset", self.config.data.source)
         self.pm.component("feature_extractor", self.config.features.name)
         self.pm.component("model", self.config.model.name)
+        self.pm.component("estimator", self.config.estimate.estimator)
+        get_board(self.config.estimate.board)
 
     @classmethod
     def from_toml(cls, path: str | Path, **kwargs: Any) -> Pipeline:

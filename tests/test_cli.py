@@ -75,3 +75,10 @@ def test_bad_arguments_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_unknown_board_fails_before_any_work(capsys, tmp_path: Path) -> None:
+    text = "[estimate]\nboard = 'uno'\n"
+    err = _fails(capsys, "run", _config(tmp_path, text), "--out", str(tmp_path / "runs"))
+    assert "unknown board 'uno'; valid names:" in err and "nano33ble" in err
+    assert not (tmp_path / "runs").exists()
