@@ -6,7 +6,6 @@ Layout of a run directory::
     checkpoints/       model weights (``<model>.pt``)
     plots/             PNG figures
     logs/run.log       the log of the run
-    artifacts/         exported models and firmware (later stages)
 
 Every file is written to a temporary name in the same folder and renamed into place, so a run
 that is interrupted never leaves a half-written file behind.
@@ -18,7 +17,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -97,13 +96,6 @@ class Run:
     def save(self) -> None:
         """Write ``results.json`` atomically."""
         write_json(self.results_path, self.results)
-
-    def write_artifact(self, relative: str, write: Callable[[Path], None]) -> Path:
-        """Create ``relative`` inside the run by calling ``write(tmp_path)``, then renaming."""
-        target = self.path / relative
-        with atomic_path(target) as tmp:
-            write(tmp)
-        return target
 
 
 def _run_logger(path: Path) -> logging.Logger:

@@ -36,11 +36,10 @@ BACKGROUND_NOISE_DIR = "_background_noise_"
 
 @dataclass(frozen=True)
 class ClipRef:
-    """One example: a file (or ``None`` for silence), its class index and its word folder."""
+    """One example: a file (or ``None`` for silence) and its class index."""
 
     path: Path | None
     label: int
-    word: str
 
 
 @dataclass
@@ -119,7 +118,7 @@ def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
         label = labels.index(word) if word in config.wanted_words else 1
         for path in sorted(folder.glob("*.wav")):
             split = which_set(path.name, config.validation_percentage, config.testing_percentage)
-            (wanted if label > 1 else unknown)[split].append(ClipRef(path, label, word))
+            (wanted if label > 1 else unknown)[split].append(ClipRef(path, label))
 
     rng = random.Random(config.seed)
     splits = {}
@@ -130,7 +129,7 @@ def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
         pool = unknown[split]
         rng.shuffle(pool)
         chosen = pool[:unknown_count]
-        silence = [ClipRef(None, 0, SILENCE_LABEL)] * silence_count
+        silence = [ClipRef(None, 0)] * silence_count
         splits[split] = wanted[split] + chosen + silence
     background_dir = root / BACKGROUND_NOISE_DIR
     background = sorted(background_dir.glob("*.wav")) if background_dir.is_dir() else []
