@@ -7,6 +7,7 @@ valid. The command line prints it without a traceback and exits with status 2.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class KwsError(Exception):
@@ -20,10 +21,38 @@ class ConfigError(KwsError):
 class UnknownComponentError(KwsError):
     """A component name that no plugin registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], broken: Iterable[str] = ()):
         self.kind, self.name, self.known = kind, name, sorted(known)
         valid = ", ".join(self.known) or "none are registered"
-        super().__init__(f"unknown {kind} {name!r}; valid names: {valid}")
+        message = f"unknown {kind} {name!r}; valid names: {valid}"
+        broken = sorted(broken)
+        if broken:
+            message += f" (broken plugins, whose components are missing: {', '.join(broken)})"
+        super().__init__(message)
+
+
+class PluginError(KwsError):
+    """A plugin's component raised: the message names the plugin and the component.
+
+    The original exception is the ``__cause__``; the command line shows its traceback with
+    ``--traceback`` (or ``KWSCOMPRESS_TRACEBACK=1``) and the run log always holds it.
+    """
+
+    def __init__(self, plugin: str, component: str | None, error: BaseException, where: str = ""):
+        self.plugin, self.component = plugin, component
+        self.log: Path | None = None
+        """The run log holding the traceback, when a pipeline stage raised it."""
+        self.error = f"{type(error).__name__}: {error}"
+        subject = f"{component} of plugin {plugin!r}" if component else f"plugin {plugin!r}"
+        super().__init__(f"{subject} failed{f' in {where}' if where else ''}: {self.error}")
+
+    def as_dict(self) -> dict[str, str | None]:
+        """JSON-ready record: ``plugin``, ``component``, ``message``."""
+        return {"plugin": self.plugin, "component": self.component, "message": str(self)}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so that it stops a run the way Ctrl-C does."""
 
 
 class DataError(KwsError):

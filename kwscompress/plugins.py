@@ -8,6 +8,11 @@ Two environment variables help debugging, as in datasette:
     Built-in plugins (those shipped in the ``kwscompress`` distribution) always load.
 ``KWSCOMPRESS_TRACE_PLUGINS``
     When set, every hook call is printed to standard error with its arguments and results.
+
+A plugin that fails to import, whose registration hook raises, or that hands back a component
+without a name is *broken*: a one-line warning names it, ``kwscompress plugins`` lists it, its
+components are missing, and every other plugin stays usable. A component that raises while it
+works is reported as a :class:`~kwscompress.errors.PluginError` naming plugin and component.
 """
 
 from __future__ import annotations
@@ -15,14 +20,16 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import pluggy
 
 from kwscompress import hookspecs
-from kwscompress.errors import KwsError, UnknownComponentError
+from kwscompress.errors import KwsError, PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "kwscompress"
 BUILTIN_DISTRIBUTION = "kwscompress"
@@ -34,7 +41,10 @@ COMPONENT_HOOKS = {
     "estimator": "kws_register_estimators",
     "quantizer": "kws_register_quantizers",
     "pruner": "kws_register_pruners",
+    "exporter": "kws_register_exporters",
     "backend": "kws_register_backends",
+    "mcu_runtime": "kws_register_mcu_runtimes",
+    "executor": "kws_register_executors",
     "report_section": "kws_register_report_sections",
 }
 """Component kind -> the registration hook that returns components of that kind."""
@@ -50,6 +60,11 @@ class RegisteredComponent:
     plugin: str
     version: str
 
+    @property
+    def label(self) -> str:
+        """``kind 'name'`` for messages, e.g. ``feature extractor 'micro'``."""
+        return f"{self.kind.replace('_', ' ')} {self.name!r}"
+
     def as_dict(self) -> dict[str, str]:
         """JSON-ready row for ``kwscompress plugins --json``."""
         return {
@@ -58,7 +73,18 @@ class RegisteredComponent:
             "plugin": self.plugin,
             "version": self.version,
             "description": getattr(self.component, "description", ""),
+            "status": "ok",
         }
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``component.method(*args, **kwargs)``; anything but a :class:`KwsError` it
+        raises becomes a :class:`PluginError` naming this plugin and component."""
+        try:
+            return getattr(self.component, method)(*args, **kwargs)
+        except KwsError:
+            raise
+        except Exception as exc:
+            raise PluginError(self.plugin, self.label, exc, f"{method}()") from exc
 
 
 class PluginManager(pluggy.PluginManager):
@@ -68,6 +94,8 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(ENTRY_POINT_GROUP)
         self.add_hookspecs(hookspecs)
         self._versions: dict[str, str] = {}
+        self.broken: dict[str, str] = {}
+        """Broken plugins by name, with what is wrong (warned about once each)."""
 
     def load_entry_points(self) -> None:
         """Register every plugin of the entry point group, honouring KWSCOMPRESS_LOAD_PLUGINS."""
@@ -86,14 +114,21 @@ class PluginManager(pluggy.PluginManager):
                     continue
                 if self.get_plugin(entry_point.name) is not None:
                     continue
-                try:
-                    plugin = entry_point.load()
-                except Exception as exc:  # a broken third-party plugin must not hide the rest
-                    raise KwsError(
-                        f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {exc}"
-                    ) from exc
-                self.register(plugin, name=entry_point.name)
                 self._versions[entry_point.name] = dist.version
+                try:
+                    self.register(entry_point.load(), name=entry_point.name)
+                except Exception as exc:  # a broken plugin must not hide the rest
+                    hint = (
+                        "to skip it, set KWSCOMPRESS_LOAD_PLUGINS to the third-party plugins "
+                        "to load (empty loads none)"
+                        if not builtin
+                        else "reinstall kwscompress"
+                    )
+                    self.mark_broken(
+                        entry_point.name,
+                        f"failed to load ({entry_point.value}): {type(exc).__name__}: {exc}; "
+                        + hint,
+                    )
 
     def version_of(self, plugin_name: str) -> str:
         """The distribution version of an entry-point plugin, or ``unknown`` for ad-hoc ones."""
@@ -104,7 +139,17 @@ class PluginManager(pluggy.PluginManager):
         hook_name = COMPONENT_HOOKS[kind]
         found: dict[str, RegisteredComponent] = {}
         for impl in getattr(self.hook, hook_name).get_hookimpls():
-            for component in self._call_one(hook_name, impl.plugin) or []:
+            if impl.plugin_name in self.broken:
+                continue
+            try:
+                components = list(self._call_one(hook_name, impl.plugin) or [])
+                for component in components:
+                    if not isinstance(getattr(component, "name", None), str) or not component.name:
+                        raise ValueError(f"it returned a component without a name: {component!r}")
+            except Exception as exc:
+                self.mark_broken(impl.plugin_name, f"{hook_name} failed: {exc}")
+                continue
+            for component in components:
                 name = component.name
                 if name in found:
                     raise KwsError(
@@ -118,10 +163,72 @@ class PluginManager(pluggy.PluginManager):
 
     def component(self, kind: str, name: str) -> Any:
         """The component of ``kind`` called ``name``; an unknown name lists the valid ones."""
+        return self.registered(kind, name).component
+
+    def registered(self, kind: str, name: str) -> RegisteredComponent:
+        """The component of ``kind`` called ``name`` with its plugin; use ``.call()`` on it."""
         registered = self.components(kind)
         if name not in registered:
-            raise UnknownComponentError(kind.replace("_", " "), name, registered)
-        return registered[name].component
+            raise UnknownComponentError(kind.replace("_", " "), name, registered, self.broken)
+        return registered[name]
+
+    def mark_broken(self, plugin: str, reason: str) -> None:
+        """Record a broken plugin and warn once on standard error; its components are skipped."""
+        if plugin in self.broken:
+            return
+        self.broken[plugin] = reason
+        print(f"kwscompress: warning: plugin {plugin!r} is broken: {reason}", file=sys.stderr)
+
+    def broken_rows(self) -> list[dict[str, str]]:
+        """Rows like :meth:`RegisteredComponent.as_dict` for the broken plugins."""
+        self.all_components()  # calling every registration hook finds the broken ones
+        return [
+            {
+                "kind": "",
+                "name": "",
+                "plugin": plugin,
+                "version": self.version_of(plugin),
+                "description": reason,
+                "status": "broken",
+            }
+            for plugin, reason in sorted(self.broken.items())
+        ]
+
+    def blame(self, error: BaseException) -> PluginError | None:
+        """The :class:`PluginError` for ``error`` when a plugin's code raised it, else None.
+
+        The traceback is searched from where it was raised outwards: a frame of a registered
+        component's method names plugin and component; otherwise a frame in a plugin's module
+        names the plugin. An error raised by kwscompress's own code outside any plugin is a bug
+        to report, not a plugin's fault, and gets None.
+        """
+        if isinstance(error, KwsError):
+            return None
+        frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)][::-1]
+        # By type and name, not identity: registration hooks may hand out new objects per call.
+        components = {(type(c.component), c.name): c for c in self.all_components()}
+
+        def owner_of(frame: FrameType) -> RegisteredComponent | None:
+            candidate = frame.f_locals.get("self")
+            return components.get((type(candidate), getattr(candidate, "name", None)))
+
+        for frame in frames:
+            owner = owner_of(frame)
+            if owner is not None:
+                # The method the pipeline called: the outermost frame of that component.
+                entry = next(f for f in reversed(frames) if owner_of(f) is owner)
+                return PluginError(owner.plugin, owner.label, error, f"{entry.f_code.co_name}()")
+        modules = {
+            plugin.__name__: name
+            for name, plugin in self.list_name_plugin()
+            if isinstance(getattr(plugin, "__name__", None), str)
+        }
+        for frame in frames:
+            module = str(frame.f_globals.get("__name__", ""))
+            for prefix, name in modules.items():
+                if module == prefix or module.startswith(prefix + "."):
+                    return PluginError(name, None, error)
+        return None
 
     def all_components(self) -> list[RegisteredComponent]:
         """Every component of every kind, sorted by kind and name."""

@@ -49,8 +49,10 @@ def profile_model(
             f"warmup={warmup}, threads={threads}"
         )
     # Kineto (torch.profiler's backend) logs "gpuGetDeviceCount failed" as an ERROR on every
-    # machine without a GPU; level 5 keeps only its start/stop lines. A user's setting wins.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    # machine without a GPU, and "USDT ... profiler_start/stop" lines at level 5 on every use;
+    # level 6 silences both. It is read when the profiler first starts, so setting it here
+    # (after torch's import) works. A user's setting wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

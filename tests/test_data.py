@@ -102,8 +102,8 @@ def test_empty_truncated_and_out_of_range(tmp_path: Path) -> None:
         read_clip(empty, SAMPLE_RATE)
     full = _write(tmp_path / "full.wav", tone(300))
     truncated = tmp_path / "truncated.wav"
-    truncated.write_bytes(full.read_bytes()[:40])  # header promises 32 KB, holds none
-    with pytest.raises(UnusableAudio):
+    truncated.write_bytes(full.read_bytes()[:44])  # header promises 32 KB, holds none
+    with pytest.raises(UnusableAudio, match="truncated: the header declares 32000 bytes"):
         read_clip(truncated, SAMPLE_RATE)
     loud = _write(tmp_path / "loud.wav", 3 * tone(300), subtype="FLOAT")
     with pytest.raises(UnusableAudio, match="outside"):

@@ -6,13 +6,14 @@ Any folder in the Speech Commands layout works, synthetic or real: one folder pe
 Classes are ``_silence_`` (index 0), ``_unknown_`` (1), then the wanted words. Each split gets
 ``silence_percentage`` / ``unknown_percentage`` percent of its wanted-word count as silence and
 unknown clips (unknown clips are drawn from the other word folders; silence clips are snippets of
-background noise at a random volume). Training clips are augmented (time shift, background noise);
-validation and test clips are not shifted, and their noise is drawn from a fixed seed, so
-evaluation is deterministic.
+background noise at a random volume). Training clips are augmented (speed, time shift, background
+noise, band limit, level); validation and test clips are not shifted, and their noise is drawn
+from a fixed seed, so evaluation is deterministic.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -83,14 +84,19 @@ class DatasetIndex:
             digest.update(path.read_bytes())
         for split in SPLITS:
             for clip in self.splits[split]:
-                digest.update(f"{split}:{clip.label}:{clip.path}".encode())
+                # Relative paths: a cache or dataset folder that moves keeps its features.
+                name = clip.path.relative_to(self.root) if clip.path else None
+                digest.update(f"{split}:{clip.label}:{name}".encode())
         return digest.hexdigest()
 
 
 def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
     """Scan ``root`` and choose the clips of each split.
 
-    :raises DataError: the folder is missing, has no word folders, or lacks a wanted word.
+    Unusable background noise files are left out (and listed in ``skipped_files``).
+
+    :raises DataError: the folder is missing, has no word folders, lacks a wanted word, or a
+        wanted word's folder holds no WAV file in the training split.
     """
     root = Path(root)
     if not root.is_dir():
@@ -119,6 +125,8 @@ def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
         for path in sorted(folder.glob("*.wav")):
             split = which_set(path.name, config.validation_percentage, config.testing_percentage)
             (wanted if label > 1 else unknown)[split].append(ClipRef(path, label))
+    for word in config.wanted_words:
+        _check_word_has_training_clips(word, word_dirs[word], wanted["training"], labels)
 
     rng = random.Random(config.seed)
     splits = {}
@@ -133,7 +141,34 @@ def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
         splits[split] = wanted[split] + chosen + silence
     background_dir = root / BACKGROUND_NOISE_DIR
     background = sorted(background_dir.glob("*.wav")) if background_dir.is_dir() else []
-    return DatasetIndex(root, labels, splits, background)
+    index = DatasetIndex(root, labels, splits, [])
+    for path in background:
+        try:
+            read_clip(path, config.sample_rate)
+        except UnusableAudio as exc:
+            index.skipped_files.append({"path": str(path.relative_to(root)), "reason": str(exc)})
+        else:
+            index.background_files.append(path)
+    return index
+
+
+def _check_word_has_training_clips(
+    word: str, folder: Path, training: list[ClipRef], labels: list[str]
+) -> None:
+    # A class with no training example trains silently into a model that never predicts it.
+    label = labels.index(word)
+    if any(clip.label == label for clip in training):
+        return
+    if not any(folder.glob("*.wav")):
+        raise DataError(
+            f"wanted word {word!r}: its folder {str(folder)!r} holds no .wav files; add clips "
+            "or remove the word from data.wanted_words"
+        )
+    raise DataError(
+        f"wanted word {word!r}: none of the .wav files in {str(folder)!r} falls in the training "
+        "split (the split is decided by a hash of the speaker part of the file name); add clips "
+        "of more speakers"
+    )
 
 
 class AudioLoader:
@@ -160,10 +195,10 @@ class AudioLoader:
             if clip.path is None:
                 foreground.append(np.zeros(self.num_samples, np.float32))
             else:
-                audio = self._read(clip.path)
+                audio = self._read(clip.path, self.num_samples)
                 if audio is None:
                     continue
-                foreground.append(fit_length(audio, self.num_samples))
+                foreground.append(audio)
             clips.append(clip)
         labels = np.array([c.label for c in clips], dtype=np.int64)
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
@@ -178,17 +213,26 @@ class AudioLoader:
         self, clips: np.ndarray, labels: np.ndarray, rng: np.random.Generator, training: bool
     ) -> np.ndarray:
         out = np.empty_like(clips)
-        shift_max = int(self.config.time_shift_ms * self.config.sample_rate / 1000)
+        config = self.config
+        shift_max = int(config.time_shift_ms * config.sample_rate / 1000)
         for i, (clip, label) in enumerate(zip(clips, labels, strict=True)):
+            # Fast and slow talkers: resampled speech (tempo and pitch move together).
+            if training and label != 0 and rng.uniform(0, 1) < config.speed_frequency:
+                clip = change_speed(clip, rng.uniform(config.speed_min, config.speed_max))
             if training and shift_max:
                 clip = _shift(clip, int(rng.integers(-shift_max, shift_max + 1)))
             volume = 0.0
             if label == 0:
                 volume = rng.uniform(0, 1)
-            elif training and rng.uniform(0, 1) < self.config.background_frequency:
-                volume = rng.uniform(0, self.config.background_volume)
+            elif training and rng.uniform(0, 1) < config.background_frequency:
+                volume = rng.uniform(0, config.background_volume)
             if volume and self.background:
                 clip = clip + volume * self._noise_snippet(rng)
+            if training and rng.uniform(0, 1) < config.band_limit_frequency:
+                # A telephone line or an 8 kHz recording: the model must not need the highs.
+                clip = band_limit(clip, BAND_LIMITS[int(rng.integers(len(BAND_LIMITS)))])
+            if training and config.level_db:
+                clip = clip * 10 ** (rng.uniform(-config.level_db, config.level_db) / 20)
             out[i] = np.clip(clip, -1.0, 1.0)
         return out
 
@@ -199,9 +243,9 @@ class AudioLoader:
         start = int(rng.integers(0, len(noise) - self.num_samples))
         return noise[start : start + self.num_samples]
 
-    def _read(self, path: Path) -> np.ndarray | None:
+    def _read(self, path: Path, num_samples: int | None = None) -> np.ndarray | None:
         try:
-            loaded = read_clip(path, self.config.sample_rate)
+            loaded = read_clip(path, self.config.sample_rate, num_samples)
         except UnusableAudio as exc:
             entry = {"path": str(path.relative_to(self.index.root)), "reason": str(exc)}
             if entry not in self.index.skipped_files:
@@ -215,6 +259,48 @@ class AudioLoader:
             if entry not in self.index.converted_files:
                 self.index.converted_files.append(entry)
         return loaded.audio
+
+
+BAND_LIMITS = ("telephone", "lowpass4k")
+"""Band limits of augmentation and of the band-limited test copy (:func:`band_limit`)."""
+
+
+def band_limit(clip: np.ndarray, kind: str, sample_rate: int = 16000) -> np.ndarray:
+    """``clip`` through a telephone band (300-3400 Hz) or an 8 kHz recording (4 kHz low-pass).
+
+    :param kind: ``telephone`` or ``lowpass4k``.
+    """
+    from scipy import signal
+
+    return signal.sosfilt(_band_filter(kind, sample_rate), clip).astype(np.float32)
+
+
+@functools.cache
+def _band_filter(kind: str, sample_rate: int) -> np.ndarray:
+    # Designed once: the design costs more than filtering a clip.
+    from scipy import signal
+
+    if kind == "telephone":
+        return signal.butter(6, [300.0, 3400.0], "bandpass", fs=sample_rate, output="sos")
+    if kind == "lowpass4k":
+        return signal.butter(10, 3800.0, "lowpass", fs=sample_rate, output="sos")
+    raise ValueError(f"unknown band limit {kind!r}; valid: {', '.join(BAND_LIMITS)}")
+
+
+def change_speed(clip: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``clip`` ``factor`` times faster (resampled), cut or padded about its centre."""
+    from fractions import Fraction
+
+    from scipy import signal
+
+    ratio = Fraction(1 / factor).limit_denominator(100)
+    fast = signal.resample_poly(clip, ratio.numerator, ratio.denominator).astype(np.float32)
+    n = clip.size
+    if fast.size >= n:
+        start = (fast.size - n) // 2
+        return fast[start : start + n]
+    pad = n - fast.size
+    return np.pad(fast, (pad // 2, pad - pad // 2))
 
 
 def _shift(clip: np.ndarray, offset: int) -> np.ndarray:

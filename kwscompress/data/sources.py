@@ -18,6 +18,7 @@ from kwscompress import hookimpl
 from kwscompress.config import DataConfig
 from kwscompress.errors import ConfigError
 from kwscompress.progress import progress_bar
+from kwscompress.run import file_lock
 
 
 class SyntheticSource:
@@ -41,7 +42,10 @@ class SyntheticSource:
         root = cache_dir / "synth" / key
         if root.is_dir():
             return root
-        synthesize_dataset(root, config)
+        # Runs sharing a cache: the second waits for the first, then uses its dataset.
+        with file_lock(root.parent / f".{key}.lock", f"synthesizing the dataset into {root}"):
+            if not root.is_dir():
+                synthesize_dataset(root, config)
         return root
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from kwscompress.data.dataset import AudioLoader, DatasetIndex
 from kwscompress.data.splits import SPLITS
 from kwscompress.progress import progress_bar
 from kwscompress.protocols import FeatureExtractor
+from kwscompress.run import atomic_dir, file_lock, remove_stale_temps
 from kwscompress.train import LabeledFeatures
 
 CHUNK = 256
@@ -83,6 +81,25 @@ def compute_features(
     folder = cache_dir / "features" / key
     if (folder / "meta.json").exists():
         return _load(folder), True
+    remove_stale_temps(folder.parent)
+    # Concurrent runs with one key: the second waits, then loads what the first computed.
+    with file_lock(folder.parent / f".{key}.lock", f"computing the features {folder}"):
+        if (folder / "meta.json").exists():
+            return _load(folder), True
+        result = _compute(index, data, features, extractor, extractor_version, settings, key)
+        _save(result, folder)
+    return result, False
+
+
+def _compute(
+    index: DatasetIndex,
+    data: DataConfig,
+    features: FeatureConfig,
+    extractor: FeatureExtractor,
+    extractor_version: str,
+    settings: dict[str, Any],
+    key: str,
+) -> FeatureSets:
     loader = AudioLoader(index, data)
     total = sum(
         len(index.splits[s]) * (data.augment_copies if s == "training" else 1) for s in SPLITS
@@ -110,9 +127,7 @@ def compute_features(
         "skipped_files": index.skipped_files,
         "converted_files": index.converted_files,
     }
-    result = FeatureSets(index.labels, splits, files, meta)
-    _save(result, folder)
-    return result, False
+    return FeatureSets(index.labels, splits, files, meta)
 
 
 def _extract(
@@ -144,18 +159,13 @@ def _summary(labels: list[str], splits: dict[str, LabeledFeatures]) -> dict[str,
 
 
 def _save(sets: FeatureSets, folder: Path) -> None:
-    # Write into a sibling temp folder and rename: a crash never leaves a half-written cache.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # Written into a sibling temp folder and renamed: a crash never leaves a half-written cache.
+    with atomic_dir(folder) as tmp:
         for split, data in sets.splits.items():
             np.save(tmp / f"{split}.features.npy", data.features)
             np.save(tmp / f"{split}.labels.npy", data.labels)
         (tmp / "files.json").write_text(json.dumps(sets.files), "utf-8")
         (tmp / "meta.json").write_text(json.dumps(sets.meta, indent=2), "utf-8")
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load(folder: Path) -> FeatureSets:

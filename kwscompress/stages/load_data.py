@@ -22,5 +22,7 @@ def load_data(
         "labels": index.labels,
         "background_files": len(index.background_files),
         "split_summary": index.split_summary(),
+        "skipped_files": list(index.skipped_files),
+        "skipped_count": len(index.skipped_files),
     }
     return index, summary

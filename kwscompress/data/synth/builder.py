@@ -8,13 +8,18 @@ a fixed order: the files then depend on the seed alone, never on how work was sp
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
+import signal
+import sys
 import time
 import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +28,7 @@ import numpy as np
 
 from kwscompress.config import SynthConfig
 from kwscompress.data.splits import which_set
-from kwscompress.data.synth import effects, noise
+from kwscompress.data.synth import confusables, effects, noise
 from kwscompress.data.synth.voices import (
     FAMILIES,
     Speaker,
@@ -32,7 +37,7 @@ from kwscompress.data.synth.voices import (
     plan_speakers,
 )
 from kwscompress.errors import KwsError
-from kwscompress.run import write_json
+from kwscompress.run import ensure_dir, remove_stale_temps, write_json
 
 if TYPE_CHECKING:
     from kwscompress.data.synth.espeak import Espeak
@@ -88,7 +93,7 @@ teaches the word rather than one accent's vowel (held-out accents are the check)
 """
 
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bumped whenever the same settings start producing different files (part of the cache key)."""
 
 
@@ -104,10 +109,32 @@ def filler_words(wanted_words: Sequence[str]) -> list[str]:
     return [word for word in FILLER_WORDS if word not in set(wanted_words)]
 
 
+def confusable_map(config: SynthConfig, wanted_words: Sequence[str]) -> dict[str, list[str]]:
+    """Each wanted word's confusable words (:func:`~kwscompress.data.synth.confusables.
+    confusable_words`), never a wanted word."""
+    return {
+        word: confusables.confusable_words(word, config.confusables, exclude=wanted_words)
+        for word in wanted_words
+    }
+
+
+def unknown_words(config: SynthConfig, wanted_words: Sequence[str]) -> dict[str, int]:
+    """Every ``_unknown_`` folder with its clips per speaker: fillers, then confusables (a
+    filler that is also a confusable gets the larger count), then the kinds of other speech."""
+    counts = dict.fromkeys(filler_words(wanted_words), config.unknown_repeats)
+    for words in confusable_map(config, wanted_words).values():
+        for word in words:
+            counts[word] = max(counts.get(word, 0), config.confusable_repeats)
+    for kind in confusables.OTHER_SPEECH:
+        if kind not in wanted_words:
+            counts[kind] = config.other_speech_repeats
+    return {word: count for word, count in counts.items() if count > 0}
+
+
 def planned_clip_count(config: SynthConfig, wanted_words: Sequence[str]) -> int:
     """Number of word clips :func:`synthesize` writes (the total of its progress calls)."""
     per_speaker = len(wanted_words) * config.repeats
-    per_speaker += len(filler_words(wanted_words)) * config.unknown_repeats
+    per_speaker += sum(unknown_words(config, wanted_words).values())
     return config.speakers * per_speaker
 
 
@@ -134,8 +161,9 @@ def synthesize(
     speakers = plan_speakers(
         config.seed, config.speakers, validation_percentage, testing_percentage
     )
-    words = list(wanted_words) + filler_words(wanted_words)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    words = list(wanted_words) + list(unknown_words(config, wanted_words))
+    ensure_dir(out_dir.parent, "dataset folder")
+    remove_stale_temps(out_dir.parent)  # left by a process that was killed outright
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -161,7 +189,15 @@ def synthesize(
             [{"file": job.name, "kind": job.kind} for job in noise_jobs],
         )
         write_json(tmp / MANIFEST, manifest)
-        os.replace(tmp, out_dir)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise KwsError(
+                f"synthetic dataset folder {out_dir} was created by another process meanwhile; "
+                "choose a new one"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
@@ -207,6 +243,9 @@ class _SpeakerJob:
     speaker: Speaker
     clips: tuple[tuple[str, int, str], ...]
     root: str
+    speech_words: tuple[str, ...] = ()
+    """Words that phrases and fragments of other speech are made of."""
+    wanted: tuple[str, ...] = ()
 
     def __call__(self) -> None:
         from kwscompress.data.synth.espeak import engine
@@ -214,9 +253,11 @@ class _SpeakerJob:
         espeak = engine()
         for word, repeat, name in self.clips:
             rng = np.random.default_rng(clip_seed(self.seed, self.speaker.speaker_id, word, repeat))
-            _write_wav(
-                Path(self.root) / name, effects.to_int16(_clip(espeak, self.speaker, word, rng))
-            )
+            text, keep = word, 1.0
+            if word in confusables.OTHER_SPEECH and word not in self.wanted:
+                text, keep = confusables.other_speech(word, rng, self.speech_words, self.wanted)
+            audio = _clip(espeak, self.speaker, text, rng, keep)
+            _write_wav(Path(self.root) / name, effects.to_int16(audio))
 
     def names(self) -> list[str]:
         """The clip files this job writes."""
@@ -264,11 +305,13 @@ def _speaker_job(
     speaker: Speaker, config: SynthConfig, wanted: Sequence[str], words: list[str], root: Path
 ) -> _SpeakerJob:
     clips = []
+    unknown = unknown_words(config, wanted)
     for word in words:
-        repeats = config.repeats if word in wanted else config.unknown_repeats
+        repeats = config.repeats if word in wanted else unknown[word]
         for repeat in range(repeats):
             clips.append((word, repeat, f"{word}/{speaker.speaker_id}_nohash_{repeat}.wav"))
-    return _SpeakerJob(config.seed, speaker, tuple(clips), str(root))
+    speech_words = tuple(w for w in unknown if w not in confusables.OTHER_SPEECH)
+    return _SpeakerJob(config.seed, speaker, tuple(clips), str(root), speech_words, tuple(wanted))
 
 
 def _noise_jobs(
@@ -300,17 +343,25 @@ def _run(
     # only run numpy, scipy and espeak-ng. Each job's file names are known in advance, so a
     # process reports through its exit status alone, and one that dies (espeak-ng can crash on
     # some voice and text pairs) is an error naming the job instead of a pool waiting forever.
+    #
+    # Interrupts are the parent's alone: workers ignore SIGINT (Ctrl-C reaches the whole process
+    # group), the parent stops them in ``finally``, and a worker dies with its parent even when
+    # the parent is killed outright (PR_SET_PDEATHSIG). Signals are blocked around each fork, so
+    # one arriving then is neither taken by a worker half set up nor lost between fork and
+    # bookkeeping: it is delivered to the parent right after.
     context = multiprocessing.get_context("fork")
     pending = list(jobs)
     running: dict[int, tuple[Any, _SpeakerJob | _NoiseJob]] = {}
     names: list[str] = []
+    parent = os.getpid()
     try:
         while pending or running:
             while pending and len(running) < max(1, workers):
                 job = pending.pop(0)
-                process = context.Process(target=job)
-                process.start()
-                running[process.sentinel] = (process, job)
+                process = context.Process(target=_worker, args=(job, parent))
+                with _signals_blocked():
+                    process.start()
+                    running[process.sentinel] = (process, job)
             for sentinel in multiprocessing.connection.wait(list(running)):
                 process, job = running.pop(sentinel)
                 process.join()
@@ -328,20 +379,63 @@ def _run(
     return sorted(names)
 
 
-def _clip(espeak: Espeak, speaker: Speaker, word: str, rng: np.random.Generator) -> np.ndarray:
-    """One recording of ``word`` by ``speaker``, as float audio of exactly one second."""
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1
+
+
+@contextmanager
+def _signals_blocked() -> Iterator[None]:
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker(job: _SpeakerJob | _NoiseJob, parent: int) -> None:
+    """A worker's life: quiet on Ctrl-C, dead with its parent, then the job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command line's handler
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    job()
+
+
+def _clip(
+    espeak: Espeak, speaker: Speaker, word: str, rng: np.random.Generator, keep: float = 1.0
+) -> np.ndarray:
+    """One recording of ``word`` by ``speaker``, as float audio of exactly one second.
+
+    ``keep`` below 1 keeps only that first share of the spoken word (a fragment).
+    """
     text = word
     if word in PRONUNCIATIONS and rng.random() < 0.5:
         text = f"[[{rng.choice(PRONUNCIATIONS[word])}]]"
-    raw = espeak.synth(
-        text + _PUNCTUATION[int(rng.integers(len(_PUNCTUATION)))],
-        speaker.voice,
-        rate=int(np.clip(speaker.rate * np.exp(rng.normal(0, 0.12)), 80, 320)),
-        pitch=int(np.clip(speaker.pitch + rng.normal(0, 8), 0, 100)),
-        pitch_range=int(np.clip(speaker.pitch_range + rng.normal(0, 12), 0, 100)),
-        noise_seed=int(rng.integers(2**31)),
-    )
-    x = effects.trim(raw)
+    spoken = text + _PUNCTUATION[int(rng.integers(len(_PUNCTUATION)))]
+    rate = int(np.clip(speaker.rate * np.exp(rng.normal(0, 0.12)), 80, 320))
+    pitch = int(np.clip(speaker.pitch + rng.normal(0, 8), 0, 100))
+    pitch_range = int(np.clip(speaker.pitch_range + rng.normal(0, 12), 0, 100))
+    noise_seed = int(rng.integers(2**31))
+    x = np.zeros(0, np.float32)
+    while x.size == 0 and rate >= 40:
+        # Some voices say nothing for some words at very fast rates: slow down until they do.
+        raw = espeak.synth(
+            spoken,
+            speaker.voice,
+            rate=rate,
+            pitch=pitch,
+            pitch_range=pitch_range,
+            noise_seed=noise_seed,
+        )
+        x = effects.trim(raw)
+        rate = rate * 3 // 4
+    if x.size == 0:
+        raise KwsError(f"espeak-ng says nothing for {spoken!r} with voice {speaker.voice!r}")
+    if keep < 1.0:
+        x = effects.trim(x[: max(1, int(x.size * keep))])
     x = effects.resample(x, espeak.sample_rate, speaker.formant_shift * np.exp(rng.normal(0, 0.03)))
     x = effects.microphone(
         x,
@@ -436,7 +530,12 @@ def _manifest(
             "testing_percentage": testing,
             "sample_rate": effects.SAMPLE_RATE,
         },
-        "words": {"wanted": list(wanted), "fillers": words[len(wanted) :]},
+        "words": {
+            "wanted": list(wanted),
+            "fillers": words[len(wanted) :],
+            "confusables": confusable_map(config, wanted),
+            "other_speech": [w for w in confusables.OTHER_SPEECH if w in words],
+        },
         "clips": clips,
         "held_out_families": held_out_families(config.seed, testing),
         "voice_variants_available": len(voice_variants()),

@@ -137,7 +137,7 @@ def plan_speakers(
                 family=family,
                 variant=str(variants.pop()),
                 held_out=held_out,
-                rate=int(rng.integers(115, 235)),
+                rate=int(rng.integers(105, 300)),  # slow to fast talkers
                 pitch=int(rng.integers(10, 91)),
                 pitch_range=int(rng.integers(10, 101)),
                 formant_shift=float(np.exp(rng.uniform(np.log(0.84), np.log(1.2)))),
