@@ -35,14 +35,21 @@ class Board:
     """Program flash in bytes."""
     ram_bytes: int
     """Internal RAM in bytes."""
+    sketch_flash_bytes: int | None = None
+    """Flash a sketch can really use, where a bootloader or core keeps the rest (None: all)."""
     source: str = ""
     """Where the figures come from."""
     notes: str = ""
     """Caveats (external memory not counted, missing FPU, ...)."""
 
+    @property
+    def usable_flash_bytes(self) -> int:
+        """The flash budgets are checked against: what a sketch can use."""
+        return self.sketch_flash_bytes or self.flash_bytes
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready profile."""
-        return asdict(self)
+        """JSON-ready profile (with ``usable_flash_bytes``)."""
+        return {**asdict(self), "usable_flash_bytes": self.usable_flash_bytes}
 
 
 @cache

@@ -1,18 +1,24 @@
 """The ``kwscompress`` command.
 
-Subcommands: ``demo``, ``run``, ``synth``, ``plugins``, ``estimate``, ``report``. A user mistake
-(bad file, key or name) prints one line naming it and exits with status 2, with no traceback.
+Subcommands: ``demo``, ``run``, ``synth``, ``plugins``, ``estimate``, ``deploy``,
+``board-profile``, ``report``.
+A user mistake (bad file, key or name) prints one line naming it and exits with status 2, with no
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from kwscompress.errors import KwsError
+from kwscompress.errors import KwsError, PluginError, Terminated
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -60,7 +66,8 @@ def _synth(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace) -> int:
     from kwscompress.plugins import get_plugin_manager
 
-    rows = [c.as_dict() for c in get_plugin_manager().all_components()]
+    pm = get_plugin_manager()
+    rows = [c.as_dict() for c in pm.all_components()] + pm.broken_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -69,7 +76,8 @@ def _plugins(args: argparse.Namespace) -> int:
 
     table = Table("kind", "name", "plugin", "version", "description")
     for row in rows:
-        table.add_row(*(row[k] for k in ("kind", "name", "plugin", "version", "description")))
+        kind = row["kind"] if row["status"] == "ok" else "[red]BROKEN[/red]"
+        table.add_row(kind, *(row[k] for k in ("name", "plugin", "version", "description")))
     Console().print(table)
     return 0
 
@@ -79,6 +87,23 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = write_report(load_run(args.run_dir))
     for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from kwscompress.plugins import get_plugin_manager
+    from kwscompress.report import load_run
+    from kwscompress.report.sections import run_config
+    from kwscompress.stages.deploy import firmware_inputs, render_firmware
+
+    run = load_run(args.run_dir)
+    config = run_config(run.results)
+    inputs = firmware_inputs(run.results, run.path, args.variant, config.recognizer)
+    out = Path(args.out) if args.out else run.path / "firmware" / args.variant
+    backend = args.backend or config.deploy.backend
+    files = render_firmware(get_plugin_manager(), backend, inputs, out, profile=args.profile)
+    for kind, path in files.items():
         print(f"{kind}: {path}")
     return 0
 
@@ -94,12 +119,26 @@ def _print_summary(path: Path, results: dict) -> None:
         print(f"  real clip {clip['file']:<20} -> {clip['predicted']:<10} ({mark})")
     if "report" in results:
         print(f"report: {path / results['report']['html']}")
+    for error in results.get("plugin_errors", []):
+        print(
+            f"kwscompress: warning: plugin {error['plugin']!r} failed in {error['hook']}: "
+            f"{error['error']}",
+            file=sys.stderr,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``kwscompress`` command."""
     parser = argparse.ArgumentParser(
         prog="kwscompress", description="Train, estimate and compress keyword spotters for MCUs."
+    )
+    from kwscompress import __version__
+
+    parser.add_argument("--version", action="version", version=f"kwscompress {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the traceback of an error (also KWSCOMPRESS_TRACEBACK=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -129,23 +168,70 @@ def build_parser() -> argparse.ArgumentParser:
     configure_estimate_parser(estimate)
     estimate.set_defaults(handler=estimate_command)
 
+    deploy = sub.add_parser("deploy", help="render firmware for an exported variant of a run")
+    deploy.add_argument("run_dir", help="the run directory (holds results.json)")
+    deploy.add_argument("--variant", required=True, help="the variant id (e.g. qat-8b or float)")
+    deploy.add_argument("--out", help="project folder (default: RUN_DIR/firmware/VARIANT)")
+    deploy.add_argument("--backend", help="firmware backend (default: the run's [deploy] backend)")
+    deploy.add_argument(
+        "--profile", action="store_true", help="switch on the sketch's PROFILE timing lines"
+    )
+    deploy.set_defaults(handler=_deploy)
+
+    from kwscompress.board_log import add_profile_arguments
+
+    board_profile = sub.add_parser(
+        "board-profile", help="read the sketch's PROFILE lines (serial port or log) into a table"
+    )
+    add_profile_arguments(board_profile)
+
     report = sub.add_parser("report", help="write report.html and report.md for a run")
     report.add_argument("run_dir", help="the run directory (holds results.json)")
     report.set_defaults(handler=_report)
+    for command in sub.choices.values():  # also accepted after the subcommand
+        command.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kwscompress`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    show_traceback = args.traceback or os.environ.get("KWSCOMPRESS_TRACEBACK", "") not in ("", "0")
+    previous = _stop_on_sigterm()
     try:
         return args.handler(args)
     except KwsError as exc:
-        print(f"kwscompress: error: {exc}", file=sys.stderr)
+        if show_traceback:
+            traceback.print_exception(exc)
+        hint = ""
+        if isinstance(exc, PluginError) and not show_traceback:
+            where = f"in {exc.log}, or " if exc.log else ""
+            hint = f" (the traceback is {where}shown with --traceback)"
+        print(f"kwscompress: error: {exc}{hint}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("kwscompress: terminated; finished stages are saved", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("kwscompress: interrupted; finished stages are saved", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM stop the command the way Ctrl-C does: workers stopped, message, status."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (the command called from a thread)
+        return None
 
 
 if __name__ == "__main__":

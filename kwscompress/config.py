@@ -1,13 +1,17 @@
 """Typed configuration: defaults, TOML loading and validation that names the key at fault.
 
 The config has one table per stage. Every key is documented in :doc:`/configuration`; the
-defaults are the values below. A key that does not exist, or a value of the wrong type, raises
-:class:`~kwscompress.errors.ConfigError` naming the file and the key and listing what is valid.
+defaults are the values below. A key that does not exist, a value of the wrong type, a number
+outside its range (:data:`LIMITS`), or a word list that breaks :data:`LABEL_RULE` raises
+:class:`~kwscompress.errors.ConfigError` naming the file and the key and saying what is valid, when
+the config loads: before any work is done.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -42,6 +46,14 @@ class SynthConfig:
     """Clips per speaker for each wanted word."""
     unknown_repeats: int = 1
     """Clips per speaker for each filler (``_unknown_``) word."""
+    confusables: int = 10
+    """Confusable words per wanted word (rhymes and one-phoneme neighbours, found by the rule
+    of :mod:`kwscompress.data.synth.confusables`), spoken as ``_unknown_``."""
+    confusable_repeats: int = 1
+    """Clips per speaker for each confusable word."""
+    other_speech_repeats: int = 1
+    """Clips per speaker of each kind of other speech (``_unknown_``): a two-word phrase, a
+    word fragment and a non-word."""
     noise_files: int = 6
     """Background noise recordings written to ``_background_noise_``."""
     noise_seconds: float = 30.0
@@ -76,6 +88,17 @@ class DataConfig:
     """Share of training clips mixed with background noise."""
     background_volume: float = 0.1
     """Largest background noise volume mixed into a training clip."""
+    speed_frequency: float = 0.3
+    """Share of training word clips played faster or slower (resampled: tempo and pitch)."""
+    speed_min: float = 0.85
+    """Slowest speed factor of that augmentation."""
+    speed_max: float = 1.25
+    """Fastest speed factor of that augmentation."""
+    band_limit_frequency: float = 0.2
+    """Share of training clips band-limited: a telephone band (300-3400 Hz) or an 8 kHz
+    recording (4 kHz low-pass), half each."""
+    level_db: float = 10.0
+    """Training clips are scaled by a random gain of up to this many dB either way."""
     augment_copies: int = 8
     """Augmented versions of each training clip whose features are computed (and cached)."""
     seed: int = 59185
@@ -122,6 +145,10 @@ class TrainConfig:
     """Learning-rate decay factor."""
     weight_decay: float = 0.0001
     """Adam's L2 penalty."""
+    class_weights: str = "balanced"
+    """``balanced``: each class's loss is weighted by ``clips / (classes * clips of the class)``,
+    so every class counts the same however many clips it has (``_unknown_`` has many more than
+    a keyword); ``none``: plain cross-entropy."""
     seed: int = 0
     """Seed of weight initialisation, dropout and batch order."""
 
@@ -151,6 +178,263 @@ class ProfileConfig:
     batch-1 model on a busy machine, where extra threads wait on each other."""
 
 
+def _default_recipes() -> list[RecipeConfig]:
+    return [
+        RecipeConfig("ptq", [{"kind": "quantize", "method": "ptq", "bits": [2, 4, 6, 8]}]),
+        RecipeConfig("qat", [{"kind": "quantize", "method": "qat", "bits": [2, 4, 6, 8]}]),
+        RecipeConfig(
+            "magnitude",
+            [
+                {"kind": "prune", "method": "magnitude", "amount": [0.1, 0.3, 0.5, 0.7, 0.9]},
+                {"kind": "finetune", "epochs": [0, 3]},
+            ],
+        ),
+        RecipeConfig(
+            "channel",
+            [
+                {"kind": "prune", "method": "channel", "amount": [0.1, 0.3, 0.5, 0.7, 0.9]},
+                {"kind": "finetune", "epochs": [0, 3]},
+            ],
+        ),
+        RecipeConfig(
+            "channel-qat",
+            [
+                {"kind": "prune", "method": "channel", "amount": 0.5},
+                {"kind": "finetune", "epochs": 3},
+                {"kind": "quantize", "method": "qat", "bits": 8},
+            ],
+        ),
+    ]
+
+
+@dataclass
+class RecipeConfig:
+    """One ``[[compress.recipes]]`` entry: a named, ordered list of steps.
+
+    Each step is a table with ``kind`` (``prune``, ``finetune`` or ``quantize``), ``method``
+    (the pruner or quantizer name; not for ``finetune``) and the method's settings. A setting
+    given as a list is swept: the recipe expands into one variant per combination.
+    """
+
+    name: str = ""
+    """Names the variants (``<name>-<settings>``) and groups them in the report."""
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    """The steps, applied in order to the trained float model."""
+
+
+@dataclass
+class CompressConfig:
+    """``[compress]``: the compression sweep (see :doc:`/compression`)."""
+
+    enabled: bool = True
+    """Run the sweep as part of ``kwscompress run`` / ``demo``."""
+    finetune_learning_rate: float = 0.0001
+    """Learning rate of fine-tuning and QAT epochs (the float model trained at 0.001)."""
+    recipes: list[RecipeConfig] = field(default_factory=_default_recipes)
+    """The recipes; the default sweeps PTQ and QAT at 2-8 bits, both pruners at 0.1-0.9 with and
+    without fine-tuning, and one prune -> fine-tune -> QAT recipe."""
+
+
+@dataclass
+class SweepConfig:
+    """``[sweep]``: where the variants of a sweep run (see :doc:`/compression`)."""
+
+    executor: str = "local"
+    """Executor component: ``local`` (this machine) or ``ray`` (a Ray cluster)."""
+    workers: int = 1
+    """Worker processes of the local executor (1 runs in this process)."""
+    address: str = "auto"
+    """Ray only: ``auto``, ``local`` or ``ray://host:port``."""
+    num_cpus: float = 1.0
+    """Ray only: CPUs reserved per variant."""
+    num_gpus: float = 0.0
+    """Ray only: GPUs reserved per variant (training and QAT then run on CUDA)."""
+    retries: int = 2
+    """Times a variant whose worker died is tried again before it is recorded as failed."""
+
+
+@dataclass
+class ExportConfig:
+    """``[export]``: which variants become deployable files (see :doc:`/deployment`)."""
+
+    enabled: bool = True
+    """Export as part of ``kwscompress run`` / ``demo``."""
+    variants: list[str] = field(default_factory=lambda: ["float", "ptq-8b", "qat-8b"])
+    """Variant ids to export; ``float`` is the trained model."""
+    exporters: list[str] = field(default_factory=lambda: ["onnx", "tflite"])
+    """Exporter components to run on each variant (those that apply to it)."""
+
+
+@dataclass
+class McuConfig:
+    """``[mcu]``: flash, RAM and latency of exported int8 variants, measured without a board."""
+
+    enabled: bool = True
+    """Measure every exported int8 variant as part of ``kwscompress run`` / ``demo``."""
+    runtime: str = "native"
+    """MCU runtime component (``native``: generated C kernels on an emulated Cortex-M4)."""
+    emulate_clips: int = 3
+    """Test clips run in the emulated core (all test clips are checked on the host build)."""
+
+
+@dataclass
+class RecognizerConfig:
+    """``[recognizer]``: the command recognizer on the device (TFLM micro_speech defaults)."""
+
+    average_window_ms: int = 1000
+    """Scores are averaged over this much past time."""
+    detection_threshold: int = 200
+    """Averaged score (0-255) a command must exceed."""
+    suppression_ms: int = 1500
+    """After a command fires, the same command stays quiet this long."""
+    minimum_count: int = 3
+    """Results the window must hold before anything fires."""
+
+
+@dataclass
+class StreamConfig:
+    """``[stream]``: the streaming test and recognizer tuning (see :doc:`/rejection`)."""
+
+    enabled: bool = True
+    """Run the streaming evaluation as part of ``kwscompress run`` / ``demo``."""
+    minutes: float = 10.0
+    """Length of each stream (validation and test), at most what the split's clips fill."""
+    keyword_share: float = 0.3
+    """Share of the stream's words that are wanted words; the rest are confusables, fillers and
+    other speech of the same split's speakers."""
+    gap_min_ms: float = 1200.0
+    """Shortest silence between one word's end and the next word's start."""
+    gap_max_ms: float = 2500.0
+    """Longest such silence."""
+    background_volume: float = 0.1
+    """Largest volume of the background noise pieces under the words."""
+    slices_per_inference: int = 2
+    """The model runs after every this many new 20 ms slices (1: every slice)."""
+    tolerance_ms: float = 1000.0
+    """A detection counts for a keyword when it comes between the word's start and this long
+    after its end (see :mod:`kwscompress.stream.metrics`)."""
+    target_false_accepts_per_hour: float = 1.0
+    """The detection threshold is the one with the fewest misses on the validation stream among
+    those at or below this many false accepts per hour."""
+    tune: bool = True
+    """Choose the detection threshold on the validation stream; otherwise keep
+    ``[recognizer] detection_threshold``."""
+    seed: int = 0
+    """Seed of the choice and placement of words and of the background."""
+
+
+@dataclass
+class DeployConfig:
+    """``[deploy]``: firmware rendered around exported models (see :doc:`/deployment`)."""
+
+    enabled: bool = True
+    """Render firmware as part of ``kwscompress run`` / ``demo``."""
+    backend: str = "arduino"
+    """Firmware backend component."""
+    variants: list[str] = field(default_factory=lambda: ["qat-8b"])
+    """Exported variant ids to render a project for."""
+    profile: bool = False
+    """Render the sketch with its ``PROFILE`` timing lines switched on (see :doc:`/firmware`)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The valid range of a numeric key; an open end excludes the bound itself."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low, high = _plain_number(self.low), _plain_number(self.high)
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def _plain_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_SEED = Limit(0, 2**32 - 1)
+LIMITS: dict[str, Limit] = {
+    "data.synth.seed": _SEED,
+    "data.synth.speakers": Limit(1, 100_000),
+    "data.synth.repeats": Limit(1, 10_000),
+    "data.synth.unknown_repeats": Limit(0, 10_000),
+    "data.synth.confusables": Limit(0, 1_000),
+    "data.synth.confusable_repeats": Limit(0, 10_000),
+    "data.synth.other_speech_repeats": Limit(0, 10_000),
+    "data.synth.noise_files": Limit(0, 1_000),
+    "data.synth.noise_seconds": Limit(1, 3_600),
+    "data.silence_percentage": Limit(0, 1_000),
+    "data.unknown_percentage": Limit(0, 1_000),
+    "data.validation_percentage": Limit(0, 100, high_open=True),
+    "data.testing_percentage": Limit(0, 100, high_open=True),
+    "data.sample_rate": Limit(4_000, 96_000),
+    "data.clip_duration_ms": Limit(1, 60_000),
+    "data.time_shift_ms": Limit(0, 60_000),
+    "data.background_frequency": Limit(0, 1),
+    "data.background_volume": Limit(0, 1),
+    "data.augment_copies": Limit(1, 1_000),
+    "data.speed_frequency": Limit(0, 1),
+    "data.speed_min": Limit(0.5, 2),
+    "data.speed_max": Limit(0.5, 2),
+    "data.band_limit_frequency": Limit(0, 1),
+    "data.level_db": Limit(0, 40),
+    "data.seed": _SEED,
+    "features.window_ms": Limit(1, 1_000),
+    "features.stride_ms": Limit(1, 1_000),
+    "features.bins": Limit(2, 512),
+    "train.epochs": Limit(1, 100_000),
+    "train.batch_size": Limit(1, 100_000),
+    "train.learning_rate": Limit(0, 10, low_open=True),
+    "train.lr_step_epochs": Limit(1, 100_000),
+    "train.lr_gamma": Limit(0, 1, low_open=True),
+    "train.weight_decay": Limit(0, 1),
+    "train.seed": _SEED,
+    "estimate.bits": Limit(1, 32),
+    "profile.runs": Limit(1, 1_000_000),
+    "profile.warmup": Limit(0, 1_000_000),
+    "profile.threads": Limit(1, 1_024),
+    "compress.finetune_learning_rate": Limit(0, 10, low_open=True),
+    "sweep.workers": Limit(1, 1_024),
+    "sweep.num_cpus": Limit(0, 1_024, low_open=True),
+    "sweep.num_gpus": Limit(0, 64),
+    "sweep.retries": Limit(0, 100),
+    "mcu.emulate_clips": Limit(0, 10_000),
+    "recognizer.average_window_ms": Limit(1, 60_000),
+    "recognizer.detection_threshold": Limit(0, 255),
+    "recognizer.suppression_ms": Limit(0, 60_000),
+    "recognizer.minimum_count": Limit(1, 1_000),
+    "stream.minutes": Limit(0.1, 600),
+    "stream.keyword_share": Limit(0, 1, low_open=True),
+    "stream.gap_min_ms": Limit(0, 60_000),
+    "stream.gap_max_ms": Limit(0, 60_000),
+    "stream.background_volume": Limit(0, 1),
+    "stream.slices_per_inference": Limit(1, 1_000),
+    "stream.tolerance_ms": Limit(0, 60_000),
+    "stream.target_false_accepts_per_hour": Limit(0, 1_000_000),
+    "stream.seed": _SEED,
+}
+"""The valid range of every numeric key (of each element, for a list), checked when the config
+loads. Relations between keys are checked too: a clip holds at least one feature window, the
+time shift is shorter than the clip, and validation plus testing leave clips for training."""
+
+LABEL_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+"""A wanted word: 1-32 ASCII letters, digits, ``_`` or ``-``, starting with a letter or digit.
+
+It is a folder name in the Speech Commands layout (so never ``.``, ``..``, a ``/`` or a leading
+``_``, which marks ``_background_noise_`` and the ``_silence_``/``_unknown_`` classes) and a
+string in the generated C++ (so nothing that needs escaping)."""
+
+
 @dataclass
 class Config:
     """The whole configuration of a pipeline."""
@@ -162,11 +446,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    mcu: McuConfig = field(default_factory=McuConfig)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
         """Build a config from nested mappings; missing keys keep their defaults."""
-        return _build(cls, values, source, prefix="")
+        config = _build(cls, values, source, prefix="")
+        _check_relations(config, source)
+        return config
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Config:
@@ -188,7 +481,9 @@ class Config:
 
     def updated(self, values: dict[str, Any], source: str = "override") -> Config:
         """A copy with ``values`` (nested mappings) laid over this config."""
-        return _build(type(self), _deep_merge(self.to_dict(), values), source, prefix="")
+        config = _build(type(self), _deep_merge(self.to_dict(), values), source, prefix="")
+        _check_relations(config, source)
+        return config
 
 
 def quick_overrides() -> dict[str, Any]:
@@ -206,6 +501,29 @@ def quick_overrides() -> dict[str, Any]:
         },
         "train": {"epochs": 10, "batch_size": 16, "lr_step_epochs": 8},
         "profile": {"runs": 30, "warmup": 5},
+        "compress": {
+            "recipes": [
+                {"name": "ptq", "steps": [{"kind": "quantize", "method": "ptq", "bits": [4, 8]}]},
+                {
+                    "name": "qat",
+                    "steps": [{"kind": "quantize", "method": "qat", "bits": [4, 8], "epochs": 1}],
+                },
+                {
+                    "name": "magnitude",
+                    "steps": [
+                        {"kind": "prune", "method": "magnitude", "amount": 0.5},
+                        {"kind": "finetune", "epochs": [0, 1]},
+                    ],
+                },
+                {
+                    "name": "channel",
+                    "steps": [
+                        {"kind": "prune", "method": "channel", "amount": 0.5},
+                        {"kind": "finetune", "epochs": [0, 1]},
+                    ],
+                },
+            ]
+        },
     }
 
 
@@ -239,11 +557,25 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
             kwargs[name] = _build(hint, value, source, prefix=key + ".")
         else:
             kwargs[name] = _check_value(hint, value, source, key)
+            _check_limit(kwargs[name], source, key)
     return cls(**kwargs)
 
 
 def _check_value(hint: Any, value: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key} must be a list of tables, got {value!r}")
+        return [_build(item_type, v, source, prefix=f"{key}[{i}].") for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
+    if origin is list and typing.get_origin(typing.get_args(hint)[0]) is dict:
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return [dict(v) for v in value]
+        raise ConfigError(f"{source}: {key} must be a list of tables, got {value!r}")
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if isinstance(value, list) and all(_is_instance(v, item_type) for v in value):
@@ -260,3 +592,64 @@ def _is_instance(value: Any, expected: type) -> bool:
     if expected is float:
         return isinstance(value, int | float)
     return isinstance(value, expected)
+
+
+def _check_limit(value: Any, source: str, key: str) -> None:
+    limit = LIMITS.get(key)
+    if limit is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if item not in limit:
+            shown = f"{key} = {value!r}" if item is value else f"{key} = {value!r} holds {item!r}"
+            raise ConfigError(f"{source}: {shown}, outside the valid range {limit}")
+
+
+def _check_relations(config: Config, source: str) -> None:
+    """Rules that tie keys together, and the wanted words."""
+    data, features = config.data, config.features
+    if data.clip_duration_ms < features.window_ms:
+        raise ConfigError(
+            f"{source}: data.clip_duration_ms = {data.clip_duration_ms} is shorter than "
+            f"features.window_ms = {features.window_ms:g}; a clip must hold a feature window"
+        )
+    if data.time_shift_ms >= data.clip_duration_ms:
+        raise ConfigError(
+            f"{source}: data.time_shift_ms = {data.time_shift_ms:g} must be shorter than "
+            f"data.clip_duration_ms = {data.clip_duration_ms}"
+        )
+    if data.speed_min > data.speed_max:
+        raise ConfigError(
+            f"{source}: data.speed_min = {data.speed_min:g} is above data.speed_max = "
+            f"{data.speed_max:g}; the slowest speed must not exceed the fastest"
+        )
+    stream = config.stream
+    if stream.gap_min_ms > stream.gap_max_ms:
+        raise ConfigError(
+            f"{source}: stream.gap_min_ms = {stream.gap_min_ms:g} is above stream.gap_max_ms = "
+            f"{stream.gap_max_ms:g}"
+        )
+    held_out = data.validation_percentage + data.testing_percentage
+    if held_out >= 100:
+        raise ConfigError(
+            f"{source}: data.validation_percentage + data.testing_percentage = {held_out:g}, "
+            "which leaves no clips for training; the sum must be below 100"
+        )
+    _check_words(data.wanted_words, source)
+
+
+def _check_words(words: list[str], source: str) -> None:
+    if not words:
+        raise ConfigError(f"{source}: data.wanted_words is empty; name at least one word")
+    for word in words:
+        if not LABEL_RULE.fullmatch(word):
+            raise ConfigError(
+                f"{source}: data.wanted_words holds {word[:40]!r}"
+                f"{f' ({len(word)} characters)' if len(word) > 32 else ''}, not a valid word: "
+                "use 1-32 ASCII letters, digits, '_' or '-', starting with a letter or digit"
+            )
+    duplicates = sorted({word for word in words if words.count(word) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"{source}: data.wanted_words names {', '.join(map(repr, duplicates))} more than "
+            "once; list each word once"
+        )

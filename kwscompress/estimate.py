@@ -231,7 +231,8 @@ def format_estimate(result: Mapping[str, Any]) -> str:
         f"{memory['simple_forward_bytes']:,} B ({memory['simple_forward_ram_percent']:.2f} % "
         "of RAM).",
         f"Board {board['name']}: {board['title']}, {board['core']}, "
-        f"{board['clock_hz'] / 1e6:g} MHz, flash {board['flash_bytes']:,} B, "
+        f"{board['clock_hz'] / 1e6:g} MHz, "
+        f"flash {board.get('usable_flash_bytes', board['flash_bytes']):,} B usable, "
         f"RAM {board['ram_bytes']:,} B.",
         "",
         _render(fit),
@@ -316,12 +317,12 @@ def _fit(model: nn.Module, bits: int, peak_elements: int, board: Board) -> dict[
     too_big = [
         f"{what} {used:,} B > {capacity:,} B"
         for what, used, capacity in (
-            ("flash", flash, board.flash_bytes),
+            ("flash", flash, board.usable_flash_bytes),
             ("RAM", ram, board.ram_bytes),
         )
         if used > capacity
     ]
-    flash_percent = percent(flash, board.flash_bytes)
+    flash_percent = percent(flash, board.usable_flash_bytes)
     ram_percent = percent(ram, board.ram_bytes)
     verdict = "does not fit: " + "; ".join(too_big) if too_big else "fits"
     tight = [

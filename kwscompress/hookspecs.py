@@ -26,7 +26,10 @@ if TYPE_CHECKING:
         Backend,
         DatasetSource,
         Estimator,
+        Executor,
+        Exporter,
         FeatureExtractor,
+        McuRuntime,
         ModelSpec,
         Pruner,
         Quantizer,
@@ -81,8 +84,36 @@ def kws_register_pruners() -> list[Pruner]:
 
 
 @hookspec
+def kws_register_exporters() -> list[Exporter]:
+    """Return exporters: a variant to a deployable file, checked against the model.
+
+    Built-in: ``onnx`` and ``tflite`` (full int8, verified in TFLM).
+    """
+
+
+@hookspec
 def kws_register_backends() -> list[Backend]:
-    """Return backends: exporters of a model to a deployable artifact (ONNX, TFLite, firmware)."""
+    """Return firmware backends: render a project around an exported model.
+
+    Built-in: ``arduino`` (a sketch for the Nano 33 BLE Sense).
+    """
+
+
+@hookspec
+def kws_register_mcu_runtimes() -> list[McuRuntime]:
+    """Return MCU runtimes: flash, RAM and latency of an int8 model measured without a board.
+
+    Built-in: ``native`` (generated int8 C kernels, cross-compiled and run in an emulated
+    Cortex-M4).
+    """
+
+
+@hookspec
+def kws_register_executors() -> list[Executor]:
+    """Return sweep executors: run compression variants here, in worker processes or on a cluster.
+
+    Built-in: ``local`` (this process, or a pool of worker processes) and ``ray``.
+    """
 
 
 @hookspec

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kwscompress.boards import get_board
 from kwscompress.config import Config
+from kwscompress.errors import KwsError, PluginError, Terminated
 from kwscompress.plugins import PluginManager, get_plugin_manager
-from kwscompress.run import Run
+from kwscompress.run import Run, check_folder_path, environment
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +64,10 @@ class Pipeline:
         self.pm.component("model", self.config.model.name)
         self.pm.component("estimator", self.config.estimate.estimator)
         get_board(self.config.estimate.board)
+        # A file where a folder must go fails now, not after minutes of training.
+        check_folder_path(self.run_dir, "run directory (run.out_dir / run.name, or --out)")
+        check_folder_path(self.cache_dir, "cache directory (run.cache_dir or KWSCOMPRESS_CACHE)")
+        self._check_sweep()
 
     @classmethod
     def from_toml(cls, path: str | Path, **kwargs: Any) -> Pipeline:
@@ -85,6 +91,27 @@ class Pipeline:
             self._run = Run(self.run_dir)
         return self._run
 
+    def _stage_failed(self, name: str, exc: Exception) -> NoReturn:
+        """Log the traceback, name the plugin at fault, record the failure, and raise.
+
+        Finished stages stay in ``results.json``; ``failed`` says which stage stopped the run.
+        """
+        run = self.run_record
+        run.log.error("stage %s failed:\n%s", name, "".join(traceback.format_exception(exc)))
+        blamed = self.pm.blame(exc)
+        if blamed is not None:
+            blamed.log = run.log_path
+        failure = blamed or exc
+        if "failed" not in run.results:
+            message = str(failure) if isinstance(failure, KwsError) else f"{exc!r}"
+            record = {"stage": name, "message": message}
+            if isinstance(failure, PluginError):
+                record.update(plugin=failure.plugin, component=failure.component)
+            run.record("failed", record)
+        if blamed is not None:
+            raise blamed from exc
+        raise exc
+
     @contextmanager
     def _stage(self, name: str) -> Iterator[dict[str, Any]]:
         run = self.run_record
@@ -93,7 +120,16 @@ class Pipeline:
         run.log.info("stage %s started", name)
         started = time.perf_counter()
         summary: dict[str, Any] = {}
-        yield summary
+        try:
+            yield summary
+        except Exception as exc:
+            self._stage_failed(name, exc)  # raises
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM on the command line
+            reason = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            run.log.warning("stage %s %s", name, reason)
+            if "failed" not in run.results:
+                run.record("failed", {"stage": name, "message": reason})
+            raise
         summary["seconds"] = round(time.perf_counter() - started, 3)
         run.record(name, summary)
         run.log.info("stage %s finished in %.1f s", name, summary["seconds"])
@@ -173,15 +209,6 @@ class Pipeline:
                     synth_manifest(root) if root.name else None,
                 )
             )
-        run = self.run_record
-        variants = run.results.setdefault("variants", {})
-        metrics = {"kind": "float", "accuracy": summary["accuracy"]["testing"]}
-        variants[self.config.model.name] = metrics
-        errors = run.results.setdefault("plugin_errors", [])
-        self.pm.notify(
-            "kws_variant_finished", errors, variant=self.config.model.name, metrics=metrics, run=run
-        )
-        run.save()
         return summary
 
     def estimate(
@@ -227,6 +254,104 @@ class Pipeline:
             )
         return summary
 
+    def compress(
+        self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
+    ) -> list[dict[str, Any]]:
+        """Run the compression sweep of ``[compress]``; return the variant rows.
+
+        The float model is the first row; every recipe variant follows in config order. Finished
+        variants come from the variant cache, so an interrupted sweep resumes where it stopped.
+        """
+        from kwscompress.stages.compress import compress
+
+        sets = feature_sets or self.feature_sets or self.features()
+        model = model or self.model or self.train(sets)
+        run = self.run_record
+        errors = run.results.setdefault("plugin_errors", [])
+
+        def tell(row: dict[str, Any]) -> None:
+            self.pm.notify("kws_variant_finished", errors, variant=row["id"], metrics=row, run=run)
+
+        recipes = self.config.compress.recipes if self.config.compress.enabled else []
+        with self._stage("compress") as summary:
+            summary.update(
+                compress(
+                    self.pm, self.config, recipes, sets, model, run, self.cache_dir, on_row=tell
+                )
+            )
+        return run.results["variants"]
+
+    def export(self, variants: list[str] | None = None) -> dict[str, Any]:
+        """Export variants (default ``[export] variants``) with ``[export] exporters``.
+
+        Each exporter's record lands on the variant's row under ``export``; measured flash
+        (``tflite_bytes``) and RAM (``arena_bytes``) under ``deploy``.
+        """
+        from kwscompress.stages.export import export_variants
+
+        sets = self.feature_sets or self.features()
+        if "variants" not in self.run_record.results:
+            self.compress()
+        with self._stage("export") as summary:
+            summary.update(
+                export_variants(
+                    self.pm,
+                    variants if variants is not None else self.config.export.variants,
+                    self.config.export.exporters,
+                    sets,
+                    self.run_record,
+                )
+            )
+        return summary
+
+    def mcu(self) -> dict[str, Any]:
+        """Flash, RAM and emulated latency of every exported int8 variant (``[mcu]``)."""
+        from kwscompress.stages.mcu import measure_variants
+
+        sets = self.feature_sets or self.features()
+        board = get_board(self.config.estimate.board)
+        with self._stage("mcu") as summary:
+            summary.update(
+                measure_variants(
+                    self.pm,
+                    self.config.mcu.runtime,
+                    self.run_record,
+                    sets,
+                    board,
+                    self.config.mcu.emulate_clips,
+                )
+            )
+        return summary
+
+    def deploy(
+        self,
+        variant: str | None = None,
+        backend: str | None = None,
+        out: str | Path | None = None,
+    ) -> dict[str, Path]:
+        """Render firmware for an exported variant (default: each of ``[deploy] variants``).
+
+        :param out: the project folder; default ``<run>/firmware/<variant>``.
+        :returns: the rendered files by kind (of the last variant when several are rendered).
+        """
+        from kwscompress.stages.deploy import firmware_inputs, firmware_record, render_firmware
+
+        run = self.run_record
+        backend = backend or self.config.deploy.backend
+        chosen = [variant] if variant else list(self.config.deploy.variants)
+        files: dict[str, Path] = {}
+        with self._stage("deploy") as summary:
+            for variant_id in chosen:
+                inputs = firmware_inputs(run.results, run.path, variant_id, self.config.recognizer)
+                folder = Path(out) if out else run.subdir("firmware") / variant_id
+                files = render_firmware(
+                    self.pm, backend, inputs, folder, profile=self.config.deploy.profile
+                )
+                row = next(r for r in run.results["variants"] if r["id"] == variant_id)
+                row.setdefault("deploy", {}).update(firmware_record(files, folder))
+                summary[variant_id] = {"backend": backend, "dir": str(folder)}
+        return files
+
     def report(self) -> dict[str, Path]:
         """Write ``report.html`` and ``report.md`` from what the run has recorded so far."""
         from kwscompress.report import write_report
@@ -240,23 +365,75 @@ class Pipeline:
         """Run every stage in order and return the run directory."""
         from kwscompress import __version__
 
-        record = self.run_record
+        # A run starts its results afresh: the previous run's are kept in results.previous.json.
+        if self._run is None:
+            self._run = Run(self.run_dir, fresh=True)
+        else:
+            self._run.start_fresh()
+        record = self._run
+        record.log.info("run started")
+        plugins = [c.as_dict() for c in self.pm.all_components()]
+        broken = self.pm.broken_rows()
         record.results.update(
             kwscompress_version=__version__,
             started=datetime.now(UTC).isoformat(timespec="seconds"),
+            environment=environment(),
             config=self.config.to_dict(),
-            plugins=[c.as_dict() for c in self.pm.all_components()],
+            plugins=plugins + broken,
+            plugin_errors=[
+                {"plugin": row["plugin"], "hook": "load", "error": row["description"]}
+                for row in broken
+            ],
         )
         record.save()
         self.load_data()
         self.features()
         self.train()
         self.evaluate()
+        self.compress()
+        if self.config.export.enabled and self.config.export.variants:
+            self.export()
+            if self.config.mcu.enabled:
+                self.mcu()
+        if self.config.deploy.enabled and self.config.deploy.variants:
+            self.deploy()
         self.estimate()
         self.profile()
         self.report()
         record.record("finished", datetime.now(UTC).isoformat(timespec="seconds"))
         return record
+
+    def _check_sweep(self) -> None:
+        """Expand the recipes and check every name the later stages use, before any work."""
+        from kwscompress.compress.recipes import FLOAT_ID, expand_recipes
+        from kwscompress.errors import ConfigError
+
+        config = self.config
+        self.pm.component("executor", config.sweep.executor)
+        recipes = config.compress.recipes if config.compress.enabled else []
+        ids = [FLOAT_ID, *(v.id for v in expand_recipes(recipes, self.pm))]
+        stages = [("export", config.export.enabled, config.export.variants)]
+        stages.append(("deploy", config.deploy.enabled, config.deploy.variants))
+        for table, enabled, chosen in stages:
+            unknown = [v for v in chosen if v not in ids] if enabled else []
+            if unknown:
+                raise ConfigError(
+                    f"[{table}] variants: {unknown[0]!r} is not a variant of the sweep; "
+                    f"variants: {', '.join(ids)}"
+                )
+        if config.export.enabled:
+            for name in config.export.exporters:
+                self.pm.component("exporter", name)
+            if config.mcu.enabled:
+                self.pm.component("mcu_runtime", config.mcu.runtime)
+        if config.deploy.enabled and config.deploy.variants:
+            self.pm.component("backend", config.deploy.backend)
+            missing = [v for v in config.deploy.variants if v not in config.export.variants]
+            if missing or not config.export.enabled:
+                raise ConfigError(
+                    f"[deploy] variants: {(missing or config.deploy.variants)[0]!r} must also be "
+                    "exported ([export] enabled and listed in [export] variants)"
+                )
 
     def _input_shape(self) -> tuple[int, int]:
         if self.feature_sets is not None:

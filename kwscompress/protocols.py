@@ -8,7 +8,8 @@ Every component has a ``name`` (what users write in the config) and a one-line `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -68,30 +69,201 @@ class Estimator(Component, Protocol):
         ...
 
 
+@dataclass
+class StepResult:
+    """What a compression step hands back: the new model and facts about what it did.
+
+    ``info`` is JSON-ready and lands in the variant's row under ``steps[i].info`` (for example
+    the channels a pruner kept, the sparsity it reached, or the bit widths a quantizer used).
+    """
+
+    model: torch.nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CompressionContext(Protocol):
+    """What a compression step may use besides the model: data, a training loop, the seed.
+
+    The core builds one per variant (:class:`kwscompress.compress.context.StepContext`); a step
+    must not keep it after it returns.
+    """
+
+    input_shape: tuple[int, int]
+    """``(frames, bins)`` of one clip's features."""
+    labels: list[str]
+    """Class names in output order."""
+    seed: int
+    """Seed for every random choice the step makes."""
+
+    def training_batches(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
+        """``count`` batches of training features ``[batch, frames, bins]`` (calibration)."""
+        ...
+
+    def finetune(
+        self, model: torch.nn.Module, epochs: int, learning_rate: float | None = None
+    ) -> dict[str, Any]:
+        """Train ``model`` in place for ``epochs`` on the training set, keep the best validation
+        epoch, and return a JSON-ready summary (``best_validation_accuracy``, ``epochs``, ...).
+
+        ``learning_rate`` defaults to ``[compress] finetune_learning_rate``.
+        """
+        ...
+
+
 @runtime_checkable
 class Quantizer(Component, Protocol):
-    """Turns a float model into a quantized variant."""
+    """Turns a float model into a quantized variant (fake-quantized, integer values reachable).
 
-    def quantize(self, model: torch.nn.Module, bits: int, **options: Any) -> torch.nn.Module:
-        """Return a quantized copy of ``model`` at ``bits`` bits."""
+    ``settings`` are the step's keys from the recipe other than ``kind`` and ``method``, with
+    their defaults filled in by :meth:`settings`.
+    """
+
+    def settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Check the recipe's keys and return them with every default filled in.
+
+        :raises ~kwscompress.errors.ConfigError: an unknown key or a value out of range,
+            naming the key and what is valid.
+        """
+        ...
+
+    def quantize(
+        self, model: torch.nn.Module, context: CompressionContext, **settings: Any
+    ) -> StepResult:
+        """Return a quantized copy of ``model``; ``model`` itself is left unchanged."""
         ...
 
 
 @runtime_checkable
 class Pruner(Component, Protocol):
-    """Removes weights or channels from a model."""
+    """Removes weights (unstructured) or whole channels (structured) from a model."""
 
-    def prune(self, model: torch.nn.Module, amount: float, **options: Any) -> torch.nn.Module:
-        """Return a copy of ``model`` with ``amount`` (0..1) of its weights or channels gone."""
+    def settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Check the recipe's keys (``amount`` at least) and return them with defaults filled in.
+
+        :raises ~kwscompress.errors.ConfigError: naming the key and what is valid.
+        """
         ...
+
+    def prune(
+        self, model: torch.nn.Module, context: CompressionContext, **settings: Any
+    ) -> StepResult:
+        """Return a pruned copy of ``model``; ``model`` itself is left unchanged."""
+        ...
+
+
+@dataclass
+class ExportInputs:
+    """Everything an exporter needs to turn one variant into deployable files."""
+
+    variant_id: str
+    """The variant's ``id`` in ``results.json`` (``float`` for the trained model)."""
+    model: torch.nn.Module
+    """The variant's model: float, pruned, or fake-quantized (Brevitas)."""
+    weight_bits: int
+    """32 for a float model, else the quantizer's weight bits."""
+    labels: list[str]
+    """Class names in output order."""
+    input_shape: tuple[int, int]
+    """``(frames, bins)`` of one clip's features."""
+    representative: np.ndarray
+    """Training features ``[N, frames, bins]`` (float32) for calibration."""
+    test_features: np.ndarray
+    """Test features ``[N, frames, bins]`` (float32) for verification."""
+    test_labels: np.ndarray
+    """Test class indices ``[N]``."""
+
+
+@runtime_checkable
+class Exporter(Component, Protocol):
+    """Writes a variant as a deployable file (ONNX, TFLite) and checks it against the model."""
+
+    def applies_to(self, inputs: ExportInputs) -> bool:
+        """Whether this exporter can export that variant (e.g. TFLite needs <= 8-bit or float)."""
+        ...
+
+    def export(self, inputs: ExportInputs, out_dir: Path) -> dict[str, Any]:
+        """Write the files into ``out_dir``; return a JSON-ready record for the variant's row.
+
+        The record has ``files`` (``{kind: path relative to out_dir}``) and whatever the
+        exporter measured (sizes, agreement with the model, interpreter checks).
+        """
+        ...
+
+
+@dataclass
+class FirmwareInputs:
+    """What a firmware backend renders a project from."""
+
+    variant_id: str
+    tflite_path: Path
+    """The verified full-int8 ``.tflite`` file: the exact bytes to flash."""
+    labels: list[str]
+    features: dict[str, Any]
+    """The feature extractor's settings as used in training (``name``, window, stride, bins,
+    ``sample_rate``, scale)."""
+    arena_bytes: int | None
+    """The smallest tensor arena that worked in TFLM (measured), or None if not measured."""
+    recognizer: dict[str, Any]
+    """Command recognizer settings: ``average_window_ms``, ``detection_threshold``,
+    ``suppression_ms``, ``minimum_count``."""
 
 
 @runtime_checkable
 class Backend(Component, Protocol):
-    """Exports a model to a deployable artifact."""
+    """Renders firmware (a sketch or project) around an exported model."""
 
-    def export(self, model: torch.nn.Module, out_dir: Path, **options: Any) -> dict[str, Path]:
-        """Write the artifacts into ``out_dir`` and return them by kind."""
+    def render(self, inputs: FirmwareInputs, out_dir: Path, **options: Any) -> dict[str, Path]:
+        """Write the project into ``out_dir`` and return its files by kind."""
+        ...
+
+
+@runtime_checkable
+class McuRuntime(Component, Protocol):
+    """Measures an int8 model as it would run on the microcontroller, without the board.
+
+    Built in: ``native`` (generated C kernels cross-compiled for Cortex-M4, sizes read from the
+    ELF, latency from an emulated core).
+    """
+
+    def measure(
+        self,
+        tflite_path: Path,
+        int8_inputs: np.ndarray,
+        out_dir: Path,
+        weight_bits: int = 8,
+        clock_hz: int = 64_000_000,
+        emulate_clips: int = 3,
+    ) -> dict[str, Any]:
+        """Build and run the model; return the variant's ``mcu`` record (JSON-ready).
+
+        :param int8_inputs: model inputs already quantized with the model's input scale and
+            zero point, ``[N, ...]``; outputs are checked against TFLM on all of them.
+        :param emulate_clips: how many of them run in the emulated core.
+        """
+        ...
+
+
+@runtime_checkable
+class Executor(Component, Protocol):
+    """Runs a list of independent jobs (compression variants) and reports each as it ends.
+
+    ``task(shared, job)`` is a picklable module-level function; ``shared`` is the payload every
+    job needs (baseline weights, features) and should travel once, not once per job. The
+    executor calls ``on_done(index, outcome)`` in the calling process as each job finishes, where
+    ``outcome`` is the task's return value, or the exception that ended it when the job could
+    not run to the end (a worker that died, a lost node).
+    """
+
+    def run(
+        self,
+        task: Callable[[Any, Any], Any],
+        shared: Any,
+        jobs: Sequence[Any],
+        options: dict[str, Any],
+        on_done: Callable[[int, Any], None],
+    ) -> None:
+        """Run every job; ``options`` are the ``[sweep]`` config keys for this executor."""
         ...
 
 

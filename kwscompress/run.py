@@ -35,7 +35,7 @@ from typing import IO, Any
 
 from kwscompress.errors import KwsError
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2
 """Version of the ``results.json`` layout; bumped when a field changes meaning or moves."""
 
 PREVIOUS_RESULTS = "results.previous.json"

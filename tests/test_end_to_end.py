@@ -34,8 +34,9 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_results_hold_every_stage(first_run: tuple[Path, dict]) -> None:
     _, results = first_run
-    assert results["schema"] == 1
-    for stage in ("data", "features", "train", "evaluate", "estimate", "profile", "report"):
+    assert results["schema"] == 2
+    stages = ("data", "features", "train", "evaluate", "compress", "export", "mcu", "deploy")
+    for stage in (*stages, "estimate", "profile", "report"):
         assert stage in results, stage
         assert results[stage]["seconds"] >= 0
     assert "finished" in results and results["plugin_errors"] == []
@@ -103,3 +104,45 @@ def test_second_run_reuses_dataset_and_features(first_run: tuple[Path, dict]) ->
         for h, s in zip(first["train"]["history"], second["train"]["history"], strict=True)
     ]
     assert second["evaluate"]["accuracy"] == first["evaluate"]["accuracy"]
+
+
+def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
+    base, results = first_run
+    rows = {row["id"]: row for row in results["variants"]}
+    assert list(rows) == [
+        "float",
+        "ptq-4b",
+        "ptq-8b",
+        "qat-4b",
+        "qat-8b",
+        "magnitude-0.5-ft0",
+        "magnitude-0.5-ft1",
+        "channel-0.5-ft0",
+        "channel-0.5-ft1",
+    ]
+    assert all(row["status"] == "ok" for row in rows.values()), [
+        row["error"] for row in rows.values()
+    ]
+    assert rows["channel-0.5-ft0"]["parameters"] == 2081 * 4 + 4
+    assert rows["magnitude-0.5-ft0"]["nonzero_parameters"] < 0.55 * 16652
+    assert rows["ptq-4b"]["weight_bytes"] < rows["ptq-8b"]["weight_bytes"] < 16652 * 4
+    run_dir = base / "runs" / "demo-quick"
+    for variant in ("float", "ptq-8b", "qat-8b"):
+        tflite = rows[variant]["export"]["tflite"]
+        assert tflite["status"] == "ok"
+        assert tflite["input"]["dtype"] == tflite["output"]["dtype"] == "int8"
+        if variant != "float":
+            # The Brevitas bridge: TFLM computes exactly the integer graph of the variant.
+            assert tflite["route"] == "bridge"
+            assert tflite["tflm_vs_int_graph"]["logits_differ"] == 0
+            assert tflite["model_agreement"]["top1_agree"] >= 0.9
+        assert rows[variant]["deploy"]["tflite_bytes"] == (
+            run_dir / tflite["dir"] / tflite["files"]["tflite"]
+        ).stat().st_size
+        assert rows[variant]["deploy"]["arena_bytes"] > 0
+    assert rows["float"]["export"]["onnx"]["agrees"] is True
+    sketch = Path(rows["qat-8b"]["deploy"]["firmware"])
+    assert (sketch / "kws_qat_8b" / "kws_qat_8b.ino").is_file()
+    html = (run_dir / "report.html").read_text()
+    for section in ("variants", "quantization", "pruning", "deployment"):
+        assert f'id="{section}"' in html, section

@@ -17,6 +17,7 @@ from kwscompress import Pipeline, hookimpl, hookspecs
 from kwscompress.config import Config, DataConfig, FeatureConfig
 from kwscompress.errors import KwsError, UnknownComponentError
 from kwscompress.plugins import COMPONENT_HOOKS, get_plugin_manager
+from kwscompress.protocols import StepResult
 
 HOOK_NAMES = sorted(name for name in dir(hookspecs) if name.startswith("kws_"))
 CALLED: set[str] = set()
@@ -76,8 +77,11 @@ class ToyPruner:
     name = "toy_pruner"
     description = "test-only pruner that zeroes nothing"
 
-    def prune(self, model: Any, amount: float, **options: Any) -> Any:
-        return model
+    def settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {"amount": 0.5, **values}
+
+    def prune(self, model: Any, context: Any, **settings: Any) -> StepResult:
+        return StepResult(model, {"amount": settings["amount"]})
 
 
 def test_every_hook_has_a_docstring() -> None:
@@ -141,6 +145,10 @@ class Recorder:
         return [ToyExtractor()]
 
     @hookimpl
+    def kws_register_pruners(self) -> list[Any]:
+        return [ToyPruner()]
+
+    @hookimpl
     def kws_stage_started(self, stage: str, run: Any) -> None:
         self.calls.append(("started", stage))
 
@@ -164,6 +172,11 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
             "features": {"name": "toy"},
             "train": {"epochs": 3, "batch_size": 8},
             "profile": {"runs": 10, "warmup": 1},
+            "compress": {
+                "recipes": [{"name": "toy", "steps": [{"kind": "prune", "method": "toy_pruner"}]}]
+            },
+            "export": {"enabled": False},
+            "deploy": {"enabled": False},
         }
     )
     run = Pipeline(config, plugin_manager=pm, run_dir=tmp_path / "run").run()
@@ -173,7 +186,10 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
 
     assert recorder.calls == [
         *calls("data", "features", "train", "evaluate"),
-        ("variant", "tiny_conv"),
+        ("started", "compress"),
+        ("variant", "float"),
+        ("variant", "toy-0.5"),
+        ("finished", "compress"),
         *calls("estimate", "profile", "report"),
     ]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -187,9 +203,10 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
             "hook": "kws_variant_finished",
             "error": "RuntimeError('observer bug')",
         }
-    ]
+    ] * 2
     assert "finished" in results
-    assert run.results["variants"]["tiny_conv"]["kind"] == "float"
+    assert [r["id"] for r in run.results["variants"]] == ["float", "toy-0.5"]
+    assert run.results["variants"][1]["steps"][0]["info"] == {"amount": 0.5}
 
 
 def test_registration_hooks_of_every_kind_reach_the_listing(pm) -> None:
@@ -203,7 +220,7 @@ def test_registration_hooks_of_every_kind_reach_the_listing(pm) -> None:
         name = "toy_pruner" if kind == "pruner" else f"toy_{kind}"
         assert rows[kind, name].plugin == "extra"
         assert rows[kind, name].version == "unknown"
-    assert pm.component("pruner", "toy_pruner").prune("m", 0.5) == "m"
+    assert pm.component("pruner", "toy_pruner").prune("m", None, amount=0.5).model == "m"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

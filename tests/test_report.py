@@ -326,7 +326,7 @@ def test_tables_carry_the_numbers(rendered):
 
 def test_measured_value_stands_beside_the_estimate(plugin_manager, tmp_path):
     results = _results(tmp_path / "missing-data")
-    results["deploy"] = {"tflite_bytes": 19_544}
+    results["variants"] = [{"id": "float", "deploy": {"tflite_bytes": 19_544}}]
     run = Run(_make_run(tmp_path, results))
     markdown = write_report(run, plugin_manager)["markdown"].read_text("utf-8")
     assert "| int8 model in flash | 76,652 B (74.9 KiB) | 19,544 B (19.1 KiB) |" in markdown

@@ -51,6 +51,8 @@ class Cell:
     detail: str = ""
     kind: str = ""
     """CSS class of the cell: ``good``, ``bad``, ``muted`` or empty."""
+    sort: Any = None
+    """The value a sortable table orders this cell by (a number, or text); default its text."""
 
 
 def combine(*parts: SectionContent | None) -> SectionContent:
@@ -113,11 +115,27 @@ def table(
     *,
     caption: str = "",
     footer: Sequence[Sequence[Any]] = (),
+    sortable: bool = False,
 ) -> SectionContent:
     """A table; numbers are right-aligned, :class:`Cell` values may carry a detail line.
 
     :param footer: rows shown bold below a rule (totals).
+    :param sortable: clicking a header sorts the rows by that column (ascending, then
+        descending), by each cell's :attr:`Cell.sort` value when it has one. The page needs no
+        server: the few lines of script travel inside the table's HTML.
     """
+    if sortable:
+        head = "".join(
+            f'<th data-column="{i}" title="sort by {escape(h)}">{escape(h)}</th>'
+            for i, h in enumerate(headers)
+        )
+        body = "".join(_html_row(row) for row in rows)
+        cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+        html = (
+            f'<div class="table-wrap"><table class="sortable">{cap}'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{_SORT_SCRIPT}"
+        )
+        return SectionContent(html, table(headers, rows, caption=caption).markdown)
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(_html_row(row) for row in rows)
     foot = "".join(_html_row(row) for row in footer)
@@ -224,6 +242,41 @@ def fmt_ms(value: float | None) -> str:
 
 # -- internals ----------------------------------------------------------------------------------
 
+# Sorts a table.sortable by the clicked column: numbers numerically (from data-sort, else the
+# cell's text), text alphabetically, empty cells last; a second click reverses. Installed once
+# per page however many sortable tables there are.
+_SORT_SCRIPT = """<script>
+(function () {
+  if (window.kwsSortable) { return; }
+  window.kwsSortable = true;
+  function key(cell) {
+    var raw = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.innerText;
+    var number = parseFloat(String(raw).replace(/,/g, ""));
+    return isNaN(number) ? String(raw).trim().toLowerCase() : number;
+  }
+  function compare(a, b) {
+    if (typeof a === typeof b) { return a < b ? -1 : (a > b ? 1 : 0); }
+    return typeof a === "number" ? -1 : 1;
+  }
+  document.addEventListener("click", function (event) {
+    var th = event.target.closest("table.sortable th");
+    if (!th) { return; }
+    var table = th.closest("table"), body = table.tBodies[0];
+    var column = Number(th.getAttribute("data-column"));
+    var ascending = th.getAttribute("aria-sort") !== "ascending";
+    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (r1, r2) {
+      var a = key(r1.cells[column]), b = key(r2.cells[column]);
+      if (a === "" || b === "") { return a === b ? 0 : (a === "" ? 1 : -1); }
+      return ascending ? compare(a, b) : -compare(a, b);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+})();
+</script>"""
+
 
 def _plain(text: str) -> str:
     return _TAG.sub("", _BADGE.sub(r"[\1]", str(text))).replace("|", "\\|").replace("\n", " ")
@@ -250,6 +303,8 @@ def _html_row(row: Sequence[Any]) -> str:
             classes.append("num")
         detail = f'<span class="detail">{escape(cell.detail)}</span>' if cell.detail else ""
         attr = f' class="{" ".join(classes)}"' if classes else ""
+        if cell.sort is not None:
+            attr += f' data-sort="{escape(str(cell.sort))}"'
         cells.append(f"<td{attr}>{_html_value(shown)}{detail}</td>")
     return f"<tr>{''.join(cells)}</tr>"
 

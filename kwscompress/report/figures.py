@@ -298,7 +298,8 @@ def budget_bars(fit: Sequence[dict[str, Any]], board: dict[str, Any]) -> Figure:
     axes = fig.subplots(1, 2, sharey=True)
     names = [f"{r['bits']}-bit" for r in rows]
     for ax, memory in zip(axes, ("flash", "ram"), strict=True):
-        capacity = board.get(f"{memory}_bytes")
+        capacity = board.get("usable_flash_bytes") if memory == "flash" else None
+        capacity = capacity or board.get(f"{memory}_bytes")
         percents = [float(r[f"{memory}_percent"]) for r in rows]
         colours = [FIT_COLOUR if p <= 100 else NO_FIT_COLOUR for p in percents]
         ys = np.arange(len(rows))
@@ -341,4 +342,62 @@ def operator_bars(operators: Sequence[dict[str, Any]]) -> Figure:
     ax.set(xlabel="self CPU time (ms)", title="Busiest operators")
     ax.xaxis.grid(True)
     ax.set_axisbelow(True)
+    return fig
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: none is as small (x) and more accurate (y).
+
+    Returned in order of increasing x; ties in x keep the more accurate point.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+RECIPE_MARKERS = "osD^vP<>Xhp*"
+
+
+@_styled
+def pareto(rows: Sequence[dict[str, Any]], axes_keys: Sequence[tuple[str, str]]) -> Figure:
+    """Test accuracy against each cost in ``axes_keys`` (``(row key, axis label)``), one point
+    per variant, coloured by recipe; the Pareto front is drawn as a line, the float model as a
+    star."""
+    fig = Figure(figsize=(5.6 * len(axes_keys), 4.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(axes_keys)))
+    recipes = sorted({r["recipe"] for r in rows if r["recipe"] != "float"})
+    colours = matplotlib.colormaps["tab10"]
+    for ax, (key, label) in zip(axes, axes_keys, strict=True):
+        usable = [r for r in rows if r.get(key) and r.get("accuracy")]
+        points = [(float(r[key]), 100 * r["accuracy"]["testing"]) for r in usable]
+        for n, recipe in enumerate(recipes):
+            mine = [p for p, r in zip(points, usable, strict=True) if r["recipe"] == recipe]
+            if mine:
+                xs, ys = zip(*mine, strict=True)
+                ax.scatter(
+                    xs,
+                    ys,
+                    s=28,
+                    marker=RECIPE_MARKERS[n % len(RECIPE_MARKERS)],
+                    color=colours(n % 10),
+                    alpha=0.8,
+                    label=recipe,
+                )
+        front = [points[i] for i in pareto_front(points)]
+        if front:
+            xs, ys = zip(*front, strict=True)
+            ax.step(xs, ys, where="post", color="#1f2933", linewidth=1.4, label="Pareto front")
+            ax.scatter(xs, ys, s=60, facecolors="none", edgecolors="#1f2933", linewidths=1.2)
+        for p, r in zip(points, usable, strict=True):
+            if r["recipe"] == "float":
+                ax.scatter(*p, s=180, marker="*", color="#c8372d", zorder=5, label="float")
+        ax.set_xscale("log")
+        ax.set(xlabel=label, ylabel="test accuracy (%)", title=f"Accuracy vs {label}")
+        ax.yaxis.grid(True)
+        ax.set_axisbelow(True)
+    axes[0].legend(fontsize=8, loc="best")
     return fig

@@ -28,7 +28,8 @@ MEASURED_KEYS = {
     "ram": "deploy.arena_bytes",
     "board_latency": "deploy.board_latency_ms",
 }
-"""Where the report looks for the measurements that stand beside the estimates."""
+"""Where the report looks for the measurements that stand beside the estimates, in the float
+model's row of ``results["variants"]`` (its full-int8 TFLite export and board profile)."""
 
 
 def lookup(results: dict[str, Any], dotted: str) -> Any:
@@ -113,7 +114,37 @@ class OverviewSection:
                 ),
             ]
         )
-        return blocks.combine(blocks.metrics(cards) if cards else None, summary)
+        return blocks.combine(
+            blocks.metrics(cards) if cards else None,
+            self._failure_note(results),
+            self._plugin_error_note(results),
+            summary,
+        )
+
+    @staticmethod
+    def _failure_note(results: dict[str, Any]) -> SectionContent | None:
+        failed = results.get("failed")
+        if not isinstance(failed, dict):
+            return None
+        return blocks.note(
+            f"The run stopped in stage {failed.get('stage')}: {failed.get('message')}. "
+            "The stages before it are shown.",
+            "error",
+        )
+
+    @staticmethod
+    def _plugin_error_note(results: dict[str, Any]) -> SectionContent | None:
+        errors = [e for e in results.get("plugin_errors") or [] if isinstance(e, dict)]
+        if not errors:
+            return None
+        lines = "; ".join(
+            f"plugin {e.get('plugin')!r} in {e.get('hook')}: {e.get('error')}" for e in errors
+        )
+        return blocks.note(
+            f"{len(errors)} plugin error{'s' if len(errors) > 1 else ''} during the run "
+            f"(the run carried on): {lines}",
+            "warn",
+        )
 
 
 class PreprocessingSection:
@@ -482,7 +513,14 @@ class EstimateSection:
             parts.append(
                 blocks.paragraph(
                     f"{board.get('core', '')} at {board.get('clock_hz', 0) / 1e6:g} MHz, "
-                    f"{fmt_bytes(board.get('flash_bytes'))} flash, "
+                    f"{fmt_bytes(board.get('flash_bytes'))} flash"
+                    + (
+                        f" (a sketch can use {fmt_bytes(board['usable_flash_bytes'])})"
+                        if board.get("usable_flash_bytes", board.get("flash_bytes"))
+                        != board.get("flash_bytes")
+                        else ""
+                    )
+                    + ", "
                     f"{fmt_bytes(board.get('ram_bytes'))} RAM."
                 )
             )
@@ -526,8 +564,13 @@ class EstimateSection:
     def _versus_measured(results: dict[str, Any]) -> SectionContent:
         int8 = _fit_row(results, 8) or {}
 
+        rows = results.get("variants")
+        float_row = (
+            next((r for r in rows if r.get("id") == "float"), {}) if isinstance(rows, list) else {}
+        )
+
         def measured(key: str, show: Any) -> str | None:
-            value = lookup(results, MEASURED_KEYS[key])
+            value = lookup(float_row, MEASURED_KEYS[key])
             return None if value is None else show(value)
 
         return blocks.estimate_measured(

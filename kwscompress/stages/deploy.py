@@ -1,0 +1,80 @@
+"""The deploy stage: firmware rendered around an exported, verified TFLite model.
+
+For each variant of ``[deploy] variants``, the backend of ``[deploy] backend`` renders a project
+into ``<run>/firmware/<variant>/`` (or a folder the user names) from the exact ``.tflite`` bytes
+the export stage verified in TFLM, the labels in training order, the feature settings the model
+was trained with, the measured arena and the ``[recognizer]`` settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from kwscompress.config import RecognizerConfig
+from kwscompress.errors import KwsError
+from kwscompress.plugins import PluginManager
+from kwscompress.protocols import FirmwareInputs
+
+
+def firmware_inputs(
+    results: dict[str, Any], run_dir: Path, variant_id: str, recognizer: RecognizerConfig
+) -> FirmwareInputs:
+    """Collect what a backend needs for ``variant_id`` from a run's ``results.json``.
+
+    :raises KwsError: the variant does not exist, or has no verified TFLite export.
+    """
+    rows = {row.get("id"): row for row in results.get("variants") or []}
+    row = rows.get(variant_id)
+    if row is None:
+        raise KwsError(
+            f"variant {variant_id!r} is not in {run_dir / 'results.json'}; variants: "
+            f"{', '.join(str(k) for k in rows) or 'none'}"
+        )
+    tflite = (row.get("export") or {}).get("tflite") or {}
+    if tflite.get("status") != "ok" or "tflite" not in (tflite.get("files") or {}):
+        exported = [
+            r
+            for r, v in rows.items()
+            if ((v.get("export") or {}).get("tflite") or {}).get("status") == "ok"
+        ]
+        raise KwsError(
+            f"variant {variant_id!r} has no verified TFLite export; add it to [export] variants "
+            f"(exported: {', '.join(str(e) for e in exported) or 'none'})"
+        )
+    features = dict((results.get("features") or {}).get("settings") or {})
+    features.setdefault("name", (results.get("features") or {}).get("extractor"))
+    sample_rate = ((results.get("config") or {}).get("data") or {}).get("sample_rate", 16000)
+    features.setdefault("sample_rate", sample_rate)
+    return FirmwareInputs(
+        variant_id=variant_id,
+        tflite_path=run_dir / tflite["dir"] / tflite["files"]["tflite"],
+        labels=list((results.get("evaluate") or {}).get("labels") or results["data"]["labels"]),
+        features=features,
+        arena_bytes=(row.get("deploy") or {}).get("arena_bytes"),
+        recognizer=dataclasses.asdict(recognizer),
+    )
+
+
+def render_firmware(
+    pm: PluginManager,
+    backend_name: str,
+    inputs: FirmwareInputs,
+    out_dir: Path,
+    **options: Any,
+) -> dict[str, Path]:
+    """Render the project with the named backend into ``out_dir`` (``options`` go to it)."""
+    backend = pm.component("backend", backend_name)
+    return backend.render(inputs, out_dir, **options)
+
+
+def firmware_record(files: dict[str, Path], out_dir: Path) -> dict[str, Any]:
+    """What the row's ``deploy`` record keeps of a rendering: where it is, and the facts file
+    (arena, ops, input quantization) a backend may write beside it."""
+    record: dict[str, Any] = {"firmware": str(out_dir)}
+    facts = files.get("facts")
+    if facts is not None and Path(facts).is_file():
+        record["firmware_facts"] = json.loads(Path(facts).read_text("utf-8"))
+    return record
