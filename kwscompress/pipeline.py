@@ -296,7 +296,7 @@ class Pipeline:
             summary.update(
                 export_variants(
                     self.pm,
-                    variants if variants is not None else self.config.export.variants,
+                    variants if variants is not None else self.export_ids,
                     self.config.export.exporters,
                     sets,
                     self.run_record,
@@ -338,7 +338,7 @@ class Pipeline:
 
         run = self.run_record
         backend = backend or self.config.deploy.backend
-        chosen = [variant] if variant else list(self.config.deploy.variants)
+        chosen = [variant] if variant else self.deploy_ids
         files: dict[str, Path] = {}
         with self._stage("deploy") as summary:
             for variant_id in chosen:
@@ -391,11 +391,11 @@ class Pipeline:
         self.train()
         self.evaluate()
         self.compress()
-        if self.config.export.enabled and self.config.export.variants:
+        if self.export_ids:
             self.export()
             if self.config.mcu.enabled:
                 self.mcu()
-        if self.config.deploy.enabled and self.config.deploy.variants:
+        if self.deploy_ids:
             self.deploy()
         self.estimate()
         self.profile()
@@ -405,34 +405,29 @@ class Pipeline:
 
     def _check_sweep(self) -> None:
         """Expand the recipes and check every name the later stages use, before any work."""
-        from kwscompress.compress.recipes import FLOAT_ID, expand_recipes
+        from kwscompress.compress.recipes import FLOAT_ID, expand_recipes, select_variants
         from kwscompress.errors import ConfigError
 
         config = self.config
         self.pm.component("executor", config.sweep.executor)
         recipes = config.compress.recipes if config.compress.enabled else []
         ids = [FLOAT_ID, *(v.id for v in expand_recipes(recipes, self.pm))]
-        stages = [("export", config.export.enabled, config.export.variants)]
-        stages.append(("deploy", config.deploy.enabled, config.deploy.variants))
-        for table, enabled, chosen in stages:
-            unknown = [v for v in chosen if v not in ids] if enabled else []
-            if unknown:
-                raise ConfigError(
-                    f"[{table}] variants: {unknown[0]!r} is not a variant of the sweep; "
-                    f"variants: {', '.join(ids)}"
-                )
+        self.export_ids: list[str] = []
         if config.export.enabled:
+            self.export_ids = select_variants(config.export.variants, ids, "export")
             for name in config.export.exporters:
                 self.pm.component("exporter", name)
             if config.mcu.enabled:
                 self.pm.component("mcu_runtime", config.mcu.runtime)
+        self.deploy_ids: list[str] = []
         if config.deploy.enabled and config.deploy.variants:
             self.pm.component("backend", config.deploy.backend)
-            missing = [v for v in config.deploy.variants if v not in config.export.variants]
-            if missing or not config.export.enabled:
+            self.deploy_ids = select_variants(config.deploy.variants, ids, "deploy")
+            missing = [v for v in self.deploy_ids if v not in self.export_ids]
+            if missing:
                 raise ConfigError(
-                    f"[deploy] variants: {(missing or config.deploy.variants)[0]!r} must also be "
-                    "exported ([export] enabled and listed in [export] variants)"
+                    f"[deploy] variants: {missing[0]!r} must also be exported "
+                    "([export] enabled and the variant listed in [export] variants)"
                 )
 
     def _input_shape(self) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import pytest
 from toys import TOY_CONFIG, ToyPlugin
 
 from kwscompress import Pipeline, hookimpl
-from kwscompress.compress.recipes import expand_recipes
+from kwscompress.compress.recipes import expand_recipes, select_variants
 from kwscompress.config import Config, RecipeConfig
 from kwscompress.errors import ConfigError, UnknownComponentError
 from kwscompress.report.figures import pareto_front
@@ -142,7 +142,7 @@ def test_unknown_method_lists_the_valid_ones_before_any_work(toy_pm) -> None:
     recipes = [{"name": "x", "steps": [{"kind": "prune", "method": "toy_zeroo"}]}]
     with pytest.raises(UnknownComponentError, match=r"unknown pruner 'toy_zeroo'.*toy_zero"):
         Pipeline(_config(recipes), plugin_manager=toy_pm)
-    with pytest.raises(ConfigError, match=r"\[export\] variants: 'grid-3b' is not a variant"):
+    with pytest.raises(ConfigError, match=r"\[export\] variants: 'grid-3b' matches no variant"):
         Pipeline(
             _config(RECIPES, export={"variants": ["grid-3b"]}),
             plugin_manager=toy_pm,
@@ -346,6 +346,27 @@ def test_a_killed_sweep_resumes_with_only_the_missing_variants(
         "zero-0.5",
     ]
     assert [r["cached"] for r in final["variants"]] == [False, True, True, False, False]
+
+
+def test_export_and_deploy_take_ids_and_patterns(toy_pm) -> None:
+    ids = ["float", "zero-0.3-ft0", "zero-0.3-ft1", "zero-0.9-ft1", "grid-8b"]
+    assert select_variants(["zero-*-ft1", "float"], ids, "export") == [
+        "float",
+        "zero-0.3-ft1",
+        "zero-0.9-ft1",
+    ]
+    with pytest.raises(ConfigError, match=r"\[export\] variants: 'qat-\*' matches no variant"):
+        select_variants(["qat-*"], ids, "export")
+    pipeline = Pipeline(
+        _config(RECIPES, export={"variants": ["grid-*"]}, deploy={"variants": ["grid-8b"]}),
+        plugin_manager=toy_pm,
+    )
+    assert pipeline.export_ids == ["grid-2b", "grid-8b"] and pipeline.deploy_ids == ["grid-8b"]
+    with pytest.raises(ConfigError, match=r"'zero-0\.3-ft0' must also be exported"):
+        Pipeline(
+            _config(RECIPES, export={"variants": ["grid-*"]}, deploy={"variants": ["zero-*"]}),
+            plugin_manager=toy_pm,
+        )
 
 
 def test_pareto_front_keeps_only_unbeaten_points() -> None:

@@ -14,6 +14,7 @@ shaped it, and its id reads like ``channel-0.5-ft3`` or ``qat-4b``.
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -161,3 +162,18 @@ def _make_ids_unique(variants: list[VariantSpec]) -> None:
         seen[variant.id] = count + 1
         if count:
             variant.id = f"{variant.id}-{count + 1}"
+
+
+def select_variants(patterns: list[str], ids: list[str], table: str) -> list[str]:
+    """The ids matching any of ``patterns`` (exact ids or shell-style ``channel-*-ft3``), in
+    ``ids`` order.
+
+    :raises ConfigError: a pattern that matches no variant, naming ``table`` and the ids.
+    """
+    for pattern in patterns:
+        if not fnmatch.filter(ids, pattern):
+            raise ConfigError(
+                f"[{table}] variants: {pattern!r} matches no variant of the sweep; "
+                f"variants: {', '.join(ids)}"
+            )
+    return [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]

@@ -14,7 +14,7 @@ from typing import Any, ParamSpec
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from kwscompress.report.examples import Example, Views
 
@@ -396,8 +396,19 @@ def pareto(rows: Sequence[dict[str, Any]], axes_keys: Sequence[tuple[str, str]])
             if r["recipe"] == "float":
                 ax.scatter(*p, s=180, marker="*", color="#c8372d", zorder=5, label="float")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_human))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel=label, ylabel="test accuracy (%)", title=f"Accuracy vs {label}")
         ax.yaxis.grid(True)
         ax.set_axisbelow(True)
     axes[0].legend(fontsize=8, loc="best")
     return fig
+
+
+def _human(value: float, _position: int) -> str:
+    """Axis labels like ``4k``, ``20k``, ``1.2M``."""
+    for suffix, scale in (("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"

@@ -10,12 +10,18 @@ imported only when a model is quantized.
 
 from __future__ import annotations
 
+import logging
+
 from kwscompress import hookimpl
 from kwscompress.protocols import Quantizer, ReportSection
 from kwscompress_brevitas.quantizers import PtqQuantizer, QatQuantizer
 from kwscompress_brevitas.section import QuantizationSection
 
 __all__ = ["PtqQuantizer", "QatQuantizer", "QuantizationSection"]
+
+# Brevitas imports torch.utils.cpp_extension, which logs "No CUDA runtime is found" on every
+# machine without CUDA, on every run: nothing a CPU user needs to hear.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 @hookimpl
