@@ -207,7 +207,29 @@ class Pipeline:
                     self.config.features,
                     self.config.data,
                     synth_manifest(root) if root.name else None,
+                    root=root if root.name else None,
                 )
+            )
+        return summary
+
+    def stream(
+        self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
+    ) -> dict[str, Any]:
+        """The streaming test: minutes of speech run as the device runs it (see ``[stream]``).
+
+        Builds validation and test streams from the dataset's own speakers, runs the model on
+        every new slice, feeds the command recognizer, tunes its threshold on the validation
+        stream for ``[stream] target_false_accepts_per_hour`` and scores the test stream.
+        """
+        from kwscompress.stages.stream import run_stream_stage
+
+        sets = feature_sets or self.feature_sets or self.features()
+        model = model or self.model or self.train(sets)
+        extractor = self.pm.component("feature_extractor", self.config.features.name)
+        root = Path(self.run_record.results["data"]["root"])
+        with self._stage("stream") as summary:
+            summary.update(
+                run_stream_stage(self.config, extractor, model, root, sets.labels, self.run_record)
             )
         return summary
 
@@ -334,7 +356,12 @@ class Pipeline:
         :param out: the project folder; default ``<run>/firmware/<variant>``.
         :returns: the rendered files by kind (of the last variant when several are rendered).
         """
-        from kwscompress.stages.deploy import firmware_inputs, firmware_record, render_firmware
+        from kwscompress.stages.deploy import (
+            firmware_inputs,
+            firmware_record,
+            recognizer_settings,
+            render_firmware,
+        )
 
         run = self.run_record
         backend = backend or self.config.deploy.backend
@@ -349,6 +376,8 @@ class Pipeline:
                 )
                 row = next(r for r in run.results["variants"] if r["id"] == variant_id)
                 row.setdefault("deploy", {}).update(firmware_record(files, folder))
+                source = recognizer_settings(run.results, self.config.recognizer)[1]
+                row["deploy"]["recognizer_source"] = source
                 summary[variant_id] = {"backend": backend, "dir": str(folder)}
         return files
 
@@ -390,6 +419,8 @@ class Pipeline:
         self.features()
         self.train()
         self.evaluate()
+        if self.config.stream.enabled:
+            self.stream()
         self.compress()
         if self.export_ids:
             self.export()

@@ -20,15 +20,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-Advance = Callable[[int], None]
-"""Called with the number of items just finished."""
+Advance = Callable[..., None]
+"""Called with the number of items just finished, and optionally ``status=`` text shown after
+the bar (e.g. ``"3 failed"``)."""
 
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Advance]:
     """Show a bar for ``total`` items; yields a function to advance it."""
     if os.environ.get("KWSCOMPRESS_NO_PROGRESS"):
-        yield lambda n=1: None
+        yield lambda n=1, status=None: None
         return
     columns = (
         TextColumn("{task.description}"),
@@ -36,7 +37,15 @@ def progress_bar(description: str, total: int) -> Iterator[Advance]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
     )
     with Progress(*columns, console=Console(stderr=True)) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+        task = progress.add_task(description, total=total, status="")
+
+        def advance(n: int = 1, status: str | None = None) -> None:
+            if status is None:
+                progress.advance(task, n)
+            else:
+                progress.update(task, advance=n, status=status)
+
+        yield advance

@@ -26,6 +26,9 @@ from kwscompress.config import TrainConfig
 from kwscompress.errors import ConfigError, KwsError
 from kwscompress.run import atomic_path
 
+CLASS_WEIGHTS = ("balanced", "none")
+"""Values of ``[train] class_weights`` (see :func:`class_weights`)."""
+
 EVAL_BATCH_SIZE = 512
 """Clips per forward pass in evaluation and prediction (memory, not results, depends on it)."""
 
@@ -144,12 +147,16 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
     )
+    weights = class_weights(train.labels, num_classes, config.class_weights)
+    weights = None if weights is None else weights.to(device)
     history: list[dict[str, float]] = []
     best_epoch, best_state = 0, {}
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = _train_epoch(model, optimizer, train, config.batch_size, rng)
+        train_loss, train_accuracy = _train_epoch(
+            model, optimizer, train, config.batch_size, rng, weights
+        )
         scheduler.step()
         val_loss, val_accuracy = _loss_and_accuracy(
             _logits(model, validation.features), validation.labels
@@ -245,12 +252,28 @@ def predict(model: nn.Module, features: np.ndarray) -> np.ndarray:
     return torch.softmax(_logits(model, features), dim=1).numpy()
 
 
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    """Per-class loss weights for ``[train] class_weights`` (None for ``none``).
+
+    ``balanced`` gives class ``c`` the weight ``N / (classes_present * n_c)``: a class with
+    ``n_c`` of the ``N`` clips then adds as much to the loss as any other (a class with no clip
+    gets weight 0).
+    """
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = int((counts > 0).sum())
+    weights = np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train: LabeledFeatures,
     batch_size: int,
     rng: np.random.Generator,
+    weights: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """One pass in a random order, each clip as one random copy; returns loss and accuracy."""
     copies, clips = train.copies, len(train.labels)
@@ -264,7 +287,7 @@ def _train_epoch(
         inputs = torch.from_numpy(copies[chosen[batch], batch]).to(device)
         targets = torch.from_numpy(train.labels[batch]).to(device)
         logits = model(inputs)
-        loss = F.cross_entropy(logits, targets)
+        loss = F.cross_entropy(logits, targets, weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -326,6 +349,11 @@ def _check_config(config: TrainConfig) -> None:
     for key in ("learning_rate", "lr_gamma"):
         if not getattr(config, key) > 0:
             raise ConfigError(f"train.{key} must be positive, got {getattr(config, key)}")
+    if config.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(
+            f"train.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
+            f"got {config.class_weights!r}"
+        )
     if config.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be 0 or more, got {config.weight_decay}")
 

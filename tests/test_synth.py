@@ -16,6 +16,7 @@ import pytest
 from kwscompress.config import SynthConfig
 from kwscompress.data.splits import which_set
 from kwscompress.data.synth import FILLER_WORDS, MANIFEST, planned_clip_count, synthesize
+from kwscompress.data.synth.confusables import OTHER_SPEECH
 from kwscompress.data.synth.voices import FAMILIES, plan_speakers
 from kwscompress.errors import KwsError
 
@@ -45,7 +46,9 @@ def test_layout_names_and_format(tiny_set) -> None:
     words = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("_"))
     assert set(WANTED) <= set(words)
     assert len(set(words) - set(WANTED)) >= 10
-    assert set(words) - set(WANTED) <= set(FILLER_WORDS)
+    manifest = json.loads((out / MANIFEST).read_text())
+    confusable = {w for ws in manifest["words"]["confusables"].values() for w in ws}
+    assert set(words) - set(WANTED) <= set(FILLER_WORDS) | set(OTHER_SPEECH) | confusable
     clips = sorted(out.glob("*/*_nohash_*.wav"))
     clips = [c for c in clips if c.parent.name != "_background_noise_"]
     assert len(clips) == planned_clip_count(TINY, WANTED) == summary["clips"]
@@ -132,7 +135,15 @@ def _digest(out: Path, config: SynthConfig, workers: int) -> dict[str, bytes]:
 
 
 def test_wanted_word_from_filler_list_is_wanted(tmp_path: Path) -> None:
-    config = SynthConfig(seed=1, speakers=1, repeats=2, unknown_repeats=0, noise_files=0)
+    config = SynthConfig(
+        seed=1,
+        speakers=1,
+        repeats=2,
+        unknown_repeats=0,
+        confusables=0,
+        other_speech_repeats=0,
+        noise_files=0,
+    )
     synthesize(tmp_path / "set", config, ["yes", "down"])
     assert len(list((tmp_path / "set" / "down").glob("*.wav"))) == 2
     assert planned_clip_count(config, ["yes", "down"]) == 4

@@ -111,7 +111,8 @@ def compress(
             else:
                 failed += 1
             record(index, row)
-            advance(1)
+            left = sum(r is None for r in rows)
+            advance(1, status=f"{failed} failed, {left} to go")
 
         executor.run(
             run_variant,

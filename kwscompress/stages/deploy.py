@@ -44,6 +44,7 @@ def firmware_inputs(
             f"variant {variant_id!r} has no verified TFLite export; add it to [export] variants "
             f"(exported: {', '.join(str(e) for e in exported) or 'none'})"
         )
+    settings, _ = recognizer_settings(results, recognizer)
     features = dict((results.get("features") or {}).get("settings") or {})
     features.setdefault("name", (results.get("features") or {}).get("extractor"))
     sample_rate = ((results.get("config") or {}).get("data") or {}).get("sample_rate", 16000)
@@ -54,8 +55,35 @@ def firmware_inputs(
         labels=list((results.get("evaluate") or {}).get("labels") or results["data"]["labels"]),
         features=features,
         arena_bytes=(row.get("deploy") or {}).get("arena_bytes"),
-        recognizer=dataclasses.asdict(recognizer),
+        recognizer=settings,
     )
+
+
+USABLE_FALSE_REJECT_RATE = 0.5
+"""Tuned recognizer settings that miss more keywords than this on the validation stream are not
+rendered into firmware: the configured ``[recognizer]`` settings are used instead."""
+
+
+def recognizer_settings(
+    results: dict[str, Any], configured: RecognizerConfig
+) -> tuple[dict[str, Any], str]:
+    """The recognizer settings to render, and where they come from.
+
+    The streaming stage's tuned settings (the threshold chosen on the validation stream for the
+    target false-accept rate) when it ran and they keep at least half of the keywords on that
+    stream; otherwise the ``[recognizer]`` config.
+    """
+    stream = results.get("stream") or {}
+    chosen = stream.get("validation_at_chosen") or {}
+    miss = chosen.get("false_reject_rate")
+    if stream.get("tuned") and stream.get("recognizer") and miss is not None:
+        if miss <= USABLE_FALSE_REJECT_RATE:
+            return dict(stream["recognizer"]), "tuned on the validation stream"
+        return dataclasses.asdict(configured), (
+            f"[recognizer] config (the tuned threshold missed {miss:.0%} of the validation "
+            "stream's keywords)"
+        )
+    return dataclasses.asdict(configured), "[recognizer] config"
 
 
 def render_firmware(

@@ -1,0 +1,255 @@
+"""The stream stage: the model and the command recognizer on long streams, as on the device.
+
+Two streams are built (:mod:`kwscompress.stream.builder`): one from the validation speakers and
+one from the test speakers. The model scores a window after every ``slices_per_inference`` new
+slices (:mod:`kwscompress.stream.runner`) and the reference recognizer turns the scores into
+commands. The detection threshold is swept on both streams (DET curves), for each averaging
+window of ``[stream] average_windows_ms`` (and the configured one); the window and threshold
+with the fewest misses at or below ``target_false_accepts_per_hour`` on the *validation* stream
+are chosen (:mod:`kwscompress.stream.tuning`) and reported on the *test* stream. The chosen
+recognizer settings are the record's ``recognizer``: what the firmware should run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kwscompress.config import Config
+from kwscompress.data.audio import UnusableAudio, read_clip
+from kwscompress.data.dataset import BACKGROUND_NOISE_DIR, synth_manifest
+from kwscompress.errors import DataError
+from kwscompress.protocols import FeatureExtractor
+from kwscompress.recognizer import RecognizerSettings
+from kwscompress.run import Run, write_json
+from kwscompress.stream import builder, runner, tuning
+from kwscompress.stream.metrics import score_stream
+
+THRESHOLDS = tuple(range(100, 255, 3))
+"""Detection thresholds of the DET sweep (averaged scores, 0..255)."""
+
+STREAM_SPLITS = ("validation", "testing")
+
+FRONTEND_CHECKS = 32
+"""Keyword windows per stream compared with a fresh frontend (see
+:func:`kwscompress.stream.runner.fresh_frontend_difference`)."""
+
+
+def run_stream_stage(
+    config: Config,
+    extractor: FeatureExtractor,
+    model: torch.nn.Module,
+    root: Path,
+    labels: list[str],
+    run: Run | None = None,
+) -> dict[str, Any]:
+    """Build the validation and test streams, run the model and recognizer, tune, score.
+
+    :param root: the dataset root (Speech Commands layout).
+    :param labels: the model's class names in output order (wanted words from index 2).
+    :param run: when given, each stream's words and detections are written to
+        ``<run>/stream/<split>.json``.
+    :returns: the ``stream`` record (see :doc:`/rejection`).
+    :raises DataError: a split has no keyword clip to place.
+    """
+    started = time.perf_counter()
+    stream_config = config.stream
+    keywords = list(labels[2:])
+    base = RecognizerSettings.from_any(config.recognizer)
+    windows = sorted({base.average_window_ms, *stream_config.average_windows_ms})
+    if not stream_config.tune:
+        windows = [base.average_window_ms]
+    streams = {
+        split: _measure_split(
+            config, extractor, model, Path(root), labels, split, index, windows, base
+        )
+        for index, split in enumerate(STREAM_SPLITS)
+    }
+    if stream_config.tune:
+        # Every (window, threshold) pair of the validation stream competes.
+        rows = [
+            {**row, "average_window_ms": window}
+            for window, det in streams["validation"]["dets"].items()
+            for row in det
+        ]
+        chosen_row = tuning.choose_threshold(rows, stream_config.target_false_accepts_per_hour)
+        window, threshold = chosen_row["average_window_ms"], chosen_row["threshold"]
+    else:
+        chosen_row, window, threshold = None, base.average_window_ms, base.detection_threshold
+    recognizer = RecognizerSettings(window, threshold, base.suppression_ms, base.minimum_count)
+    test = streams["testing"]
+    result = _score(test, labels, keywords, recognizer, stream_config.tolerance_ms)
+    at_default = _score(test, labels, keywords, base, stream_config.tolerance_ms)
+    if run is not None:
+        _write_detections(run, streams, labels, keywords, recognizer)
+    other_words = sum(e.kind != "keyword" for e in test["stream"].events)
+    counts = ("hits", "misses", "false_accepts", "false_accepts_per_hour", "false_reject_rate")
+    target = stream_config.target_false_accepts_per_hour
+    return {
+        "recognizer": recognizer.as_dict(),
+        "hours": test["hours"],
+        **{key: result[key] for key in counts},
+        "per_keyword": result["per_keyword"],
+        "false_accept_words": result["false_accept_words"],
+        # Rates per hour scale with how dense the stream's speech is; per word they do not.
+        "words_per_hour": len(test["stream"].events) / test["hours"],
+        "false_accepts_per_100_other_words": 100 * result["false_accepts"] / max(1, other_words),
+        "target_false_accepts_per_hour": target,
+        "tuned": chosen_row is not None,
+        "validation_at_chosen": _brief(chosen_row),
+        "at_configured_threshold": {
+            "recognizer": base.as_dict(),
+            **{key: at_default[key] for key in counts},
+        },
+        "streams": {
+            split: {
+                "seconds": round(entry["stream"].seconds, 1),
+                "words": _kinds(entry["stream"].events),
+                "inferences": len(entry["traces"][window].times_ms),
+                "fresh_frontend_difference": entry["frontend"],
+                "det": entry["dets"][window],
+                "best_per_window": {
+                    str(w): _brief(tuning.choose_threshold(det, target))
+                    for w, det in entry["dets"].items()
+                },
+            }
+            for split, entry in streams.items()
+        },
+        "matching": {
+            "tolerance_ms": stream_config.tolerance_ms,
+            "rule": "a keyword detection is a hit of an unmatched occurrence of that keyword when "
+            "start <= t <= end + tolerance; any other keyword detection is a false accept",
+        },
+        "slices_per_inference": stream_config.slices_per_inference,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _measure_split(
+    config: Config,
+    extractor: FeatureExtractor,
+    model: torch.nn.Module,
+    root: Path,
+    labels: list[str],
+    split: str,
+    index: int,
+    windows: list[int],
+    base: RecognizerSettings,
+) -> dict[str, Any]:
+    """Build one split's stream, score it, and trace the recognizer for every window."""
+    stream_config, data, features = config.stream, config.data, config.features
+    manifest = synth_manifest(root) or {}
+    confusables = {
+        w for ws in manifest.get("words", {}).get("confusables", {}).values() for w in ws
+    }
+    rng = np.random.default_rng([stream_config.seed, index])
+    clips = builder.source_clips(
+        root, split, data.wanted_words, data.validation_percentage, data.testing_percentage,
+        sorted(confusables),
+    )  # fmt: skip
+    if not any(c.kind == "keyword" for c in clips):
+        raise DataError(f"the {split} split has no clip of a wanted word to put in a stream")
+    gaps = (stream_config.gap_min_ms, stream_config.gap_max_ms)
+    slot = sum(gaps) / 2000 + 0.6  # a gap and a word of about 0.6 s
+    chosen = builder.choose_events(
+        clips, stream_config.minutes * 60, stream_config.keyword_share, slot, rng
+    )
+    stream = builder.build_stream(
+        chosen, _background(root, data.sample_rate), rng, data.sample_rate, gaps,
+        stream_config.background_volume, root,
+    )  # fmt: skip
+    frames = 1 + int((data.clip_duration_ms - features.window_ms) // features.stride_ms)
+    slices = runner.stream_features(stream.audio, extractor, features, data.sample_rate)
+    times, scores = runner.stream_scores(
+        model, slices, frames, features.stride_ms, features.window_ms,
+        stream_config.slices_per_inference,
+    )  # fmt: skip
+    # Windows ending 100 ms after each keyword: the model's view of the whole word.
+    ends = [e.end_ms for e in stream.events if e.kind == "keyword"][:FRONTEND_CHECKS]
+    last = np.array([int((t + 100 - features.window_ms) // features.stride_ms) for t in ends])
+    frontend = runner.fresh_frontend_difference(
+        stream.audio, slices, last[last < len(slices)], extractor, features, data.sample_rate,
+        frames,
+    )  # fmt: skip
+    hours = stream.seconds / 3600
+    keywords = list(labels[2:])
+    traces, dets = {}, {}
+    for window in windows:
+        settings = RecognizerSettings(
+            window, base.detection_threshold, base.suppression_ms, base.minimum_count
+        )
+        traces[window] = tuning.recognizer_trace(times, scores, labels, settings)
+        dets[window] = tuning.det_curve(
+            traces[window], labels, keywords, stream.events, hours, THRESHOLDS,
+            base.suppression_ms, stream_config.tolerance_ms,
+        )  # fmt: skip
+    return {"stream": stream, "traces": traces, "hours": hours, "dets": dets, "frontend": frontend}
+
+
+def _score(
+    entry: dict[str, Any],
+    labels: list[str],
+    keywords: list[str],
+    settings: RecognizerSettings,
+    tolerance_ms: float,
+) -> dict[str, Any]:
+    found = tuning.detections(
+        entry["traces"][settings.average_window_ms], labels, settings.detection_threshold,
+        settings.suppression_ms,
+    )  # fmt: skip
+    return score_stream(found, entry["stream"].events, keywords, tolerance_ms, entry["hours"])
+
+
+def _write_detections(
+    run: Run,
+    streams: dict[str, dict[str, Any]],
+    labels: list[str],
+    keywords: list[str],
+    settings: RecognizerSettings,
+) -> None:
+    folder = run.subdir("stream")
+    for split, entry in streams.items():
+        found = tuning.detections(
+            entry["traces"][settings.average_window_ms], labels, settings.detection_threshold,
+            settings.suppression_ms,
+        )  # fmt: skip
+        write_json(
+            folder / f"{split}.json",
+            {
+                "seconds": entry["stream"].seconds,
+                "recognizer": settings.as_dict(),
+                "events": [e.as_dict() for e in entry["stream"].events],
+                "detections": [{"time_ms": t, "label": k} for t, k in found if k in keywords],
+            },
+        )
+
+
+def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    keys = ("threshold", "false_reject_rate", "false_accepts_per_hour", "target_met")
+    return {key: row[key] for key in keys if key in row} | (
+        {"average_window_ms": row["average_window_ms"]} if "average_window_ms" in row else {}
+    )
+
+
+def _kinds(events: list[builder.Event]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in events:
+        counts[event.kind] = counts.get(event.kind, 0) + 1
+    return counts
+
+
+def _background(root: Path, sample_rate: int) -> list[np.ndarray]:
+    folder = root / BACKGROUND_NOISE_DIR
+    recordings = []
+    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        try:
+            recordings.append(read_clip(path, sample_rate).audio)
+        except UnusableAudio:
+            continue  # the data stage lists unusable files already
+    return recordings

@@ -1,0 +1,109 @@
+"""Run a model over a stream the way the device does: a window per new slice, then the recognizer.
+
+The device (TFLM micro_speech) keeps one frontend running over the microphone's samples and
+keeps the last 49 slices; after each new 20 ms slice it may run the model on those 49 slices.
+Here the frontend runs once over the whole stream, which gives the same slices: the device's
+``FeatureProvider`` feeds the frontend each new slice's fresh samples (the first 160 samples of
+a 30 ms window are already inside the frontend's window buffer), so its noise estimate and gain
+state run on continuously exactly as one pass over the stream does. What differs from training
+is the *start* of that state: training clips each start a fresh frontend (the noise estimate
+starts at zero), while in a stream it has settled on the background; the stream evaluation
+measures the model with the device's state, not the training one.
+
+Inference ``k`` covers slices ``[i - frames + 1, i]`` for every ``slices_per_inference``-th
+slice ``i``; its time is the end of slice ``i`` in milliseconds. Scores are the softmax output
+mapped to int8 as the int8 model's output tensor holds it (scale 1/256, zero point -128).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from kwscompress.errors import KwsError
+from kwscompress.protocols import FeatureExtractor
+from kwscompress.train import predict
+
+BATCH = 2048
+"""Windows per forward pass."""
+
+
+def stream_features(
+    audio: np.ndarray, extractor: FeatureExtractor, features: Any, sample_rate: int
+) -> np.ndarray:
+    """Frontend features ``[slices, bins]`` of a whole stream, in one continuous pass."""
+    return np.asarray(extractor.extract(audio[np.newaxis], features, sample_rate)[0], np.float32)
+
+
+def window_times_ms(
+    slices: int, frames: int, stride_ms: float, window_ms: float, every: int
+) -> np.ndarray:
+    """Times (end of the newest slice, ms) of the windows scored: one per ``every`` slices."""
+    last = np.arange(frames - 1, slices, every)
+    return np.round(last * stride_ms + window_ms).astype(np.int64)
+
+
+def to_int8_scores(probabilities: np.ndarray) -> np.ndarray:
+    """Softmax probabilities as int8 codes at scale 1/256, zero point -128 (saturating)."""
+    return np.clip(np.round(probabilities * 256.0) - 128, -128, 127).astype(np.int8)
+
+
+def stream_scores(
+    model: torch.nn.Module,
+    slices: np.ndarray,
+    frames: int,
+    stride_ms: float,
+    window_ms: float,
+    every: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every ``every``-th window of ``frames`` slices; return ``(times_ms, int8 scores)``.
+
+    :param slices: stream features ``[slices, bins]``.
+    :raises KwsError: the stream is shorter than one window or ``every`` is below 1.
+    """
+    if every < 1:
+        raise KwsError(f"stream.slices_per_inference must be at least 1, got {every}")
+    if len(slices) < frames:
+        raise KwsError(f"the stream has {len(slices)} slices, fewer than one window ({frames})")
+    times = window_times_ms(len(slices), frames, stride_ms, window_ms, every)
+    windows = np.lib.stride_tricks.sliding_window_view(slices, frames, axis=0)[::every]
+    # sliding_window_view puts the window axis last: [windows, bins, frames].
+    parts = []
+    for start in range(0, len(windows), BATCH):
+        batch = np.ascontiguousarray(windows[start : start + BATCH].transpose(0, 2, 1))
+        parts.append(to_int8_scores(predict(model, batch)))
+    return times, np.concatenate(parts)
+
+
+def fresh_frontend_difference(
+    audio: np.ndarray,
+    slices: np.ndarray,
+    last_slices: np.ndarray,
+    extractor: FeatureExtractor,
+    features: Any,
+    sample_rate: int,
+    frames: int,
+) -> dict[str, float | int]:
+    """How far the stream's windows are from the same audio through a fresh frontend.
+
+    Training clips each start the frontend afresh; in a stream (and on the device) its noise
+    estimate and gain have settled. For each window ending at one of ``last_slices`` the same
+    samples are run through a fresh frontend, and the mean absolute difference is returned with
+    the mean feature value for scale.
+    """
+    stride = round(sample_rate * features.stride_ms / 1000)
+    window = round(sample_rate * features.window_ms / 1000)
+    length = (frames - 1) * stride + window
+    chosen = [int(i) for i in last_slices if i >= frames - 1]
+    if not chosen:
+        return {"windows": 0, "mean_abs_difference": 0.0, "mean_feature": 0.0}
+    clips = np.stack([audio[(i - frames + 1) * stride :][:length] for i in chosen])
+    fresh = np.asarray(extractor.extract(clips, features, sample_rate), np.float32)
+    stream = np.stack([slices[i - frames + 1 : i + 1] for i in chosen])
+    return {
+        "windows": len(chosen),
+        "mean_abs_difference": float(np.abs(fresh - stream).mean()),
+        "mean_feature": float(np.abs(stream).mean()),
+    }

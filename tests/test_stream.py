@@ -1,0 +1,256 @@
+"""Streaming evaluation: stream builder, recognizer-driven scoring, metric arithmetic, tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from support import SAMPLE_RATE, speakers_for
+
+from kwscompress.config import Config
+from kwscompress.errors import KwsError
+from kwscompress.recognizer import RecognizerSettings, recognize_stream
+from kwscompress.stream import builder, runner, tuning
+from kwscompress.stream.metrics import match_detections, rates, score_stream
+
+LABELS = ["_silence_", "_unknown_", "yes", "no"]
+
+
+def _burst(start_s: float, length_s: float, freq: float = 800.0, seed: int = 0) -> np.ndarray:
+    """A 1 s clip: faint noise with a loud tone from ``start_s`` for ``length_s``."""
+    rng = np.random.default_rng(seed)
+    clip = 0.001 * rng.standard_normal(SAMPLE_RATE)
+    a, b = int(start_s * SAMPLE_RATE), int((start_s + length_s) * SAMPLE_RATE)
+    t = np.arange(b - a) / SAMPLE_RATE
+    clip[a:b] += 0.5 * np.sin(2 * np.pi * freq * t)
+    return clip.astype(np.float32)
+
+
+def _write(path: Path, audio: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def test_speech_extent_finds_the_burst():
+    start, end = builder.speech_extent(_burst(0.3, 0.25), SAMPLE_RATE)
+    assert abs(start - 0.3 * SAMPLE_RATE) <= 160
+    assert abs(end - 0.55 * SAMPLE_RATE) <= 160
+    assert builder.speech_extent(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE) == (0, 0)
+
+
+def test_stream_events_are_where_the_energy_is(tmp_path: Path):
+    spans = [(0.1, 0.2), (0.5, 0.4), (0.3, 0.3), (0.05, 0.6)]
+    paths = [
+        _write(tmp_path / "yes" / f"{i:08x}_nohash_0.wav", _burst(s, n, seed=i))
+        for i, (s, n) in enumerate(spans)
+    ]
+    clips = [builder.SourceClip(path, "yes", "keyword") for path in paths]
+    stream = builder.build_stream(
+        clips, [], np.random.default_rng(1), SAMPLE_RATE, (800.0, 1500.0), 0.0, tmp_path
+    )
+    assert [e.file for e in stream.events] == [f"yes/{i:08x}_nohash_0.wav" for i in range(4)]
+    frame = SAMPLE_RATE // 100
+    energy = (stream.audio[: len(stream.audio) // frame * frame].reshape(-1, frame) ** 2).mean(1)
+    loud = energy > 0.01
+    recorded = np.zeros_like(loud)
+    for event, (_, length) in zip(stream.events, spans, strict=True):
+        assert event.end_ms - event.start_ms == pytest.approx(1000 * length, abs=10)
+        recorded[int(event.start_ms // 10) : int(np.ceil(event.end_ms / 10))] = True
+    # Every loud frame lies in a recorded word and (but for the edge frames) vice versa.
+    assert not (loud & ~recorded).any()
+    assert (recorded & ~loud).sum() <= 2 * len(spans)
+    # Gaps between words are within the asked range.
+    for before, after in zip(stream.events, stream.events[1:], strict=False):
+        assert after.start_ms - before.end_ms >= 800
+
+
+def test_choose_events_keeps_the_keyword_share_without_repeats():
+    clips = [builder.SourceClip(Path(f"k{i}"), "yes", "keyword") for i in range(50)]
+    clips += [builder.SourceClip(Path(f"f{i}"), "bed", "filler") for i in range(200)]
+    chosen = builder.choose_events(clips, 200.0, 0.25, 2.0, np.random.default_rng(0))
+    assert len(chosen) == 100
+    assert sum(c.kind == "keyword" for c in chosen) == 25
+    assert len({c.path for c in chosen}) == 100
+
+
+def test_source_clips_take_one_split_only(tmp_path: Path):
+    for split in ("training", "validation", "testing"):
+        for speaker in speakers_for(split, 2):
+            for word in ("yes", "so", "bed", "other-phrase"):
+                _write(tmp_path / word / f"{speaker}_nohash_0.wav", _burst(0.2, 0.2))
+    clips = builder.source_clips(tmp_path, "testing", ["yes"], 10.0, 10.0, ["so"])
+    assert len(clips) == 8
+    assert {c.path.name.split("_")[0] for c in clips} == set(speakers_for("testing", 2))
+    kinds = {c.word: c.kind for c in clips}
+    assert kinds == {"yes": "keyword", "so": "confusable", "bed": "filler", "other-phrase": "other"}
+
+
+def _ev(word: str, start: float, end: float) -> SimpleNamespace:
+    return SimpleNamespace(word=word, start_ms=start, end_ms=end)
+
+
+def test_matching_tolerance_edges():
+    events = [_ev("yes", 1000, 1500), _ev("no", 5000, 5400), _ev("go", 9000, 9300)]
+    # At the start and at end + tolerance exactly: hits.
+    assert match_detections([(1000, "yes")], events, ["yes", "no"], 500)["hits"] == 1
+    assert match_detections([(2000, "yes")], events, ["yes", "no"], 500)["hits"] == 1
+    # One millisecond late, or before the word starts: a false accept and a miss.
+    late = match_detections([(2001, "yes")], events, ["yes", "no"], 500)
+    assert (late["hits"], late["false_accepts"], late["misses"]) == (0, 1, 2)
+    early = match_detections([(999, "yes")], events, ["yes", "no"], 500)
+    assert (early["hits"], early["false_accepts"]) == (0, 1)
+
+
+def test_matching_counts_duplicates_wrong_words_and_ignores_non_commands():
+    events = [_ev("yes", 1000, 1500), _ev("no", 5000, 5400), _ev("go", 9000, 9300)]
+    found = [
+        (1200, "yes"),  # hit
+        (1400, "yes"),  # second detection of the same word: false accept
+        (5300, "yes"),  # yes heard on "no": false accept (and "no" is missed)
+        (9100, "no"),  # "go" heard as "no"
+        (7000, "_unknown_"),  # not a command
+        (7100, "_silence_"),
+    ]
+    counts = match_detections(found, events, ["yes", "no"], 500)
+    assert counts["per_keyword"]["yes"] == {
+        "occurrences": 1, "hits": 1, "misses": 0, "false_accepts": 2,
+    }  # fmt: skip
+    assert counts["per_keyword"]["no"] == {
+        "occurrences": 1, "hits": 0, "misses": 1, "false_accepts": 1,
+    }  # fmt: skip
+    assert counts["false_accept_words"] == {"yes": {"yes": 1, "no": 1}, "no": {"go": 1}}
+    assert (counts["hits"], counts["misses"], counts["false_accepts"]) == (1, 1, 3)
+
+
+def test_rates_arithmetic():
+    counts = {"occurrences": 40, "misses": 3, "false_accepts": 3}
+    assert rates(counts, 0.5) == {"false_reject_rate": 0.075, "false_accepts_per_hour": 6.0}
+    assert rates({"occurrences": 0, "misses": 0, "false_accepts": 0}, 0.0) == {
+        "false_reject_rate": None,
+        "false_accepts_per_hour": None,
+    }
+    scored = score_stream([(1100, "yes")], [_ev("yes", 1000, 1500)], ["yes"], 500, 0.25)
+    assert scored["false_reject_rate"] == 0.0
+    assert scored["per_keyword"]["yes"]["false_accepts_per_hour"] == 0.0
+    with pytest.raises(KwsError):
+        match_detections([], [], ["yes"], -1)
+
+
+def _scores(pattern: list[tuple[int, int]], length: int) -> np.ndarray:
+    """int8 scores: silence confident everywhere except ``(class, slots)`` runs in ``pattern``."""
+    rows = np.tile(np.array([127, -128, -128, -128], np.int8), (length, 1))
+    for start, (label, slots) in zip(range(10, length, 60), pattern, strict=False):
+        rows[start : start + slots] = -128
+        rows[start : start + slots, label] = 127
+    return rows
+
+
+def test_recognizer_scores_a_hand_made_stream():
+    # 40 ms per inference; "yes" confident for 1 s at 0.4 s and 5.2 s, "no" for 0.2 s at 2.8 s.
+    times = np.arange(200) * 40
+    scores = _scores([(2, 25), (3, 5), (2, 25)], 200)
+    events = [_ev("yes", 400, 1400), _ev("no", 2800, 3000), _ev("yes", 5200, 6200)]
+    trace = tuning.recognizer_trace(times, scores, LABELS, RecognizerSettings())
+    found = tuning.detections(trace, LABELS, 200, 1500)
+    scored = score_stream(found, events, ["yes", "no"], 1000, 8.0 / 3600)
+    # The long words clear the 1 s average (above 200 of 255 needs 21 of its 26 results); the
+    # 0.2 s "no" does not, and an 0.8 s word would not either (20 * 255 / 26 = 196).
+    assert (scored["hits"], scored["misses"], scored["false_accepts"]) == (2, 1, 0)
+    assert scored["per_keyword"]["no"]["misses"] == 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_replayed_firing_equals_the_reference_recognizer(seed: int):
+    rng = np.random.default_rng(seed)
+    length = 400
+    # Runs of one confident class with noise, so averages cross many thresholds.
+    labels = np.repeat(rng.integers(0, 4, length // 20), 20)
+    scores = rng.integers(-128, -60, (length, 4))
+    scores[np.arange(length), labels] = rng.integers(40, 128, length)
+    times = np.cumsum(rng.integers(15, 60, length))
+    settings = RecognizerSettings(average_window_ms=600, suppression_ms=700, minimum_count=2)
+    trace = tuning.recognizer_trace(times, scores.astype(np.int8), LABELS, settings)
+    for threshold in (0, 120, 180, 200, 230, 254):
+        chosen = RecognizerSettings(600, threshold, 700, 2)
+        expected = [(float(t), k) for t, k, _ in recognize_stream(times, scores, LABELS, chosen)]
+        assert tuning.detections(trace, LABELS, threshold, 700) == expected
+
+
+def test_choose_threshold_rule():
+    def row(threshold: int, frr: float, fa: float) -> dict:
+        return {"threshold": threshold, "false_reject_rate": frr, "false_accepts_per_hour": fa}
+
+    rows = [row(150, 0.02, 5.0), row(180, 0.05, 1.0), row(200, 0.05, 0.0), row(230, 0.2, 0.0)]
+    best = tuning.choose_threshold(rows, 1.0)
+    assert (best["threshold"], best["target_met"]) == (200, True)
+    none_meet = tuning.choose_threshold([rows[0], row(160, 0.01, 3.0)], 1.0)
+    assert (none_meet["threshold"], none_meet["target_met"]) == (160, False)
+
+
+def test_window_times_and_int8_scores():
+    times = runner.window_times_ms(52, 49, 20.0, 30.0, 2)
+    assert times.tolist() == [990, 1030]
+    assert runner.to_int8_scores(np.array([[1.0, 0.0, 0.5]])).tolist() == [[127, -128, 0]]
+
+
+def test_stream_scores_slide_one_window_per_inference():
+    class Mean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # Class 1 wins exactly when the newest frame of the window is loud.
+            return torch.stack([torch.zeros(len(x)), 10 * x[:, -1, :].mean(1) - 5], dim=1)
+
+        def parameters(self, recurse: bool = True):  # predict() looks up a device
+            return iter([torch.zeros(1)])
+
+    slices = np.zeros((60, 4), np.float32)
+    slices[55] = 1.0
+    times, scores = runner.stream_scores(Mean(), slices, 49, 20.0, 30.0, every=1)
+    assert len(times) == 12
+    assert scores[:, 1].argmax() == 55 - 48
+    with pytest.raises(KwsError):
+        runner.stream_scores(Mean(), slices[:10], 49, 20.0, 30.0)
+
+
+def test_stream_config_checks_the_gap_range():
+    with pytest.raises(KwsError, match="gap_min_ms"):
+        Config.from_dict({"stream": {"gap_min_ms": 3000.0, "gap_max_ms": 1000.0}})
+
+
+def test_stream_stage_end_to_end_on_tiny_data(make_dataset, pm, tmp_path: Path):
+    from kwscompress.models.tiny_conv import TinyConv
+    from kwscompress.run import Run
+    from kwscompress.stages.stream import THRESHOLDS, run_stream_stage
+
+    root = make_dataset(per_split=3)
+    config = Config.from_dict(
+        {
+            "features": {"name": "spectrogram"},
+            "stream": {"minutes": 0.3, "keyword_share": 0.5, "gap_min_ms": 1100.0},
+        }
+    )
+    extractor = pm.component("feature_extractor", "spectrogram")
+    torch.manual_seed(0)
+    model = TinyConv((49, 40), 4)
+    run = Run(tmp_path / "run")
+    record = run_stream_stage(config, extractor, model, root, LABELS, run)
+    for key in ("false_accepts_per_hour", "false_reject_rate", "hits", "misses", "hours"):
+        assert key in record
+    assert record["recognizer"]["detection_threshold"] in THRESHOLDS
+    assert record["recognizer"]["average_window_ms"] in (500, 750, 1000)
+    best = record["streams"]["validation"]["best_per_window"]
+    assert set(best) == {"500", "750", "1000"}
+    testing = record["streams"]["testing"]
+    assert record["hits"] + record["misses"] == testing["words"]["keyword"]
+    assert record["hours"] == pytest.approx(testing["seconds"] / 3600, abs=0.06 / 3600)
+    written = (tmp_path / "run" / "stream" / "testing.json").read_text()
+    assert '"events"' in written
+    # Only test speakers are in the test stream.
+    test_speakers = set(speakers_for("testing", 3))
+    events = json.loads(written)["events"]
+    assert {Path(e["file"]).name.split("_")[0] for e in events} <= test_speakers
