@@ -24,19 +24,16 @@ from typing import Any
 from kwscompress import Pipeline
 from kwscompress.config import Config, quick_overrides
 
-SKIP = {"seconds", "host_latency_ms", "cached", "node", "resources"}
+SKIP = {"seconds", "host_latency_ms", "cached", "node", "resources", "measured_at"}
 
 
-def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    kept = []
-    for row in rows:
-        clean = {k: v for k, v in row.items() if k not in SKIP}
-        clean["steps"] = [
-            {**s, "info": {k: v for k, v in s.get("info", {}).items() if k != "seconds"}}
-            for s in row.get("steps", [])
-        ]
-        kept.append(clean)
-    return kept
+def _comparable(value: Any) -> Any:
+    """``value`` without the fields that may differ between runs (timings, where it ran)."""
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k not in SKIP}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
 
 
 def _ray_startup_seconds() -> float:

@@ -102,7 +102,10 @@ def _deploy(args: argparse.Namespace) -> int:
     inputs = firmware_inputs(run.results, run.path, args.variant, config.recognizer)
     out = Path(args.out) if args.out else run.path / "firmware" / args.variant
     backend = args.backend or config.deploy.backend
-    files = render_firmware(get_plugin_manager(), backend, inputs, out, profile=args.profile)
+    runtime = args.runtime or config.deploy.runtime
+    files = render_firmware(
+        get_plugin_manager(), backend, inputs, out, profile=args.profile, runtime=runtime
+    )
     for kind, path in files.items():
         print(f"{kind}: {path}")
     return 0
@@ -175,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--backend", help="firmware backend (default: the run's [deploy] backend)")
     deploy.add_argument(
         "--profile", action="store_true", help="switch on the sketch's PROFILE timing lines"
+    )
+    deploy.add_argument(
+        "--runtime",
+        choices=("tflm", "native"),
+        help="how the sketch runs the model: the TFLM interpreter, or generated C kernels "
+        "(default: the run's [deploy] runtime, tflm)",
     )
     deploy.set_defaults(handler=_deploy)
 

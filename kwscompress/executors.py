@@ -1,7 +1,8 @@
 """The built-in sweep executor, ``local``, registered like any plugin (entry point ``executors``).
 
 With ``[sweep] workers = 1`` every variant runs in this process, one after another. With more
-workers they run in a pool of forked worker processes: the shared payload (baseline weights and
+workers (``0``, the default, means one per CPU core) they run in a pool of forked worker
+processes: the shared payload (baseline weights and
 features) is inherited through ``fork``, not copied per variant, and each worker uses one torch
 thread so that the workers do not fight over cores. A worker that dies (killed, out of memory)
 breaks the pool; the variants it may have been running are retried in a new pool up to
@@ -11,6 +12,7 @@ breaks the pool; the variants it may have been running are retried in a new pool
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -42,7 +44,7 @@ class LocalExecutor:
         on_done: Callable[[int, Any], None],
     ) -> None:
         """Run every job, calling ``on_done(index, outcome)`` here as each one ends."""
-        workers = int(options.get("workers", 1))
+        workers = int(options.get("workers", 1)) or os.cpu_count() or 1
         if workers <= 1 or not jobs:
             for index, job in enumerate(jobs):
                 on_done(index, task(shared, job))

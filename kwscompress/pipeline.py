@@ -372,7 +372,12 @@ class Pipeline:
                 inputs = firmware_inputs(run.results, run.path, variant_id, self.config.recognizer)
                 folder = Path(out) if out else run.subdir("firmware") / variant_id
                 files = render_firmware(
-                    self.pm, backend, inputs, folder, profile=self.config.deploy.profile
+                    self.pm,
+                    backend,
+                    inputs,
+                    folder,
+                    profile=self.config.deploy.profile,
+                    runtime=self.config.deploy.runtime,
                 )
                 row = next(r for r in run.results["variants"] if r["id"] == variant_id)
                 row.setdefault("deploy", {}).update(firmware_record(files, folder))

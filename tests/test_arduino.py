@@ -12,6 +12,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from kwscompress.config import FeatureConfig, RecognizerConfig
 from kwscompress.errors import KwsError
 from kwscompress.protocols import Backend, FirmwareInputs
 from kwscompress.recognizer import RecognizeCommands, recognize_stream
-from kwscompress_arduino.sketch import PORTABLE_KINDS, arena_size
+from kwscompress_arduino import sketch
+from kwscompress_arduino.sketch import NATIVE_PORTABLE_KINDS, PORTABLE_KINDS, arena_size
 from kwscompress_features.micro import MicroFrontend
 
 MODEL = Path(__file__).parent / "data" / "micro_speech_quantized.tflite"
@@ -500,3 +502,299 @@ def test_device_features_equal_the_training_features_quantized(backend, tmp_path
     host = quantize_for_device(training[0], 0.10171568393707275, -128)
     assert np.array_equal(device, host)
     assert len(np.unique(device)) > 20  # a real spectrogram, not a constant
+
+
+# ---- runtime "native": the model as generated C (kwscompress_native) instead of TFLM ----------
+
+CC = shutil.which("gcc")
+
+NATIVE_DRIVER = r"""
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "kws_model.h"
+#include "model_settings.h"
+#include "recognize_commands.h"
+
+// Host driver of the native sketch's model path, line by line on stdin:
+//   I q0 q1 ...   int8 model input          -> O s0 s1 ... (int8 scores)
+//   Q v0 v1 ...   uint16 frontend values, mapped with FeatureToInt8 as the sketch does -> O ...
+// Each inference is done as the .ino does it: copy into the model input, kws_invoke(), hand
+// the output to the recognizer.
+int main() {
+  static_assert(KWS_MODEL_INPUT_BYTES == kws::kFeatureElementCount, "input size");
+  static_assert(KWS_MODEL_OUTPUT_BYTES == kws::kCategoryCount, "output size");
+  int8_t* const model_input = kws_arena + KWS_MODEL_INPUT_OFFSET;
+  const int8_t* const model_output = kws_arena + KWS_MODEL_OUTPUT_OFFSET;
+  kws::RecognizeCommands recognizer;
+  int8_t features[kws::kFeatureElementCount];
+  std::string line;
+  int32_t time_ms = 0;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string command;
+    in >> command;
+    for (int i = 0; i < kws::kFeatureElementCount; ++i) {
+      long value = 0;
+      in >> value;
+      features[i] = command == "Q" ? kws::FeatureToInt8(static_cast<uint16_t>(value))
+                                   : static_cast<int8_t>(value);
+    }
+    memcpy(model_input, features, kws::kFeatureElementCount);
+    kws_invoke();
+    kws::Recognition recognition;
+    recognizer.ProcessLatestResults(model_output, time_ms += 20, &recognition);
+    printf("O");
+    for (int i = 0; i < kws::kCategoryCount; ++i) printf(" %d", model_output[i]);
+    printf("\n");
+  }
+  return 0;
+}
+"""
+
+
+def build_native_driver(files: dict[str, Path], out: Path) -> Path:
+    """Compile the rendered sketch's portable parts as C99 and C++17, warnings as errors."""
+    driver = out / "native_driver.cpp"
+    driver.write_text(NATIVE_DRIVER)
+    include = ["-I", str(files["sketch"])]
+    model_object = out / "kws_model.o"
+    run = dict(check=True, capture_output=True, text=True)
+    warnings = ["-O2", "-Wall", "-Wextra", "-Werror", *include]
+    model_c = str(files["native_model_c"])
+    subprocess.run([CC, "-std=c99", *warnings, "-c", model_c, "-o", str(model_object)], **run)
+    exe = out / "native_driver"
+    cpp_sources = [str(files[kind]) for kind in NATIVE_PORTABLE_KINDS]
+    subprocess.run(
+        [
+            CXX,
+            "-std=c++17",
+            *warnings,
+            "-o",
+            str(exe),
+            str(driver),
+            *cpp_sources,
+            str(model_object),
+        ],
+        **run,
+    )
+    return exe
+
+
+def tflm_scores(model_inputs: np.ndarray, model: Path = MODEL) -> np.ndarray:
+    """TFLM's int8 outputs for each int8 input (its Python interpreter, reference kernels)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_bytes(model.read_bytes())
+    shape = interpreter.get_input_details(0)["shape"]
+    outputs = []
+    for x in model_inputs:
+        interpreter.set_input(x.reshape(shape).astype(np.int8), 0)
+        interpreter.invoke()
+        outputs.append(np.array(interpreter.get_output(0), np.int8).reshape(-1))
+    return np.stack(outputs)
+
+
+def test_native_runtime_sketch_holds_generated_code_and_no_interpreter(
+    backend, tmp_path: Path
+) -> None:
+    tflm = backend.render(inputs(), tmp_path / "tflm")
+    files = backend.render(inputs(), tmp_path / "native", runtime="native")
+    folder = files["sketch"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"kws_model.c", "kws_model.h", "kws_kernels.h"} <= names
+    assert not names & {"model_data.h", "model_data.cpp"}
+    assert "model_data_cpp" not in files and "native_model_c" not in tflm
+    source = files["native_model_c"].read_text()
+    assert "void kws_invoke(void)" in source and '#include "kws_model.h"' in source
+    header = files["native_model_h"].read_text()
+    assert 'extern "C" {' in header and "void kws_invoke(void);" in header
+    ino = files["ino"].read_text()
+    for absent in ("MicroMutableOpResolver", "MicroInterpreter", "tensor_arena", "g_model"):
+        assert absent not in ino, absent
+    assert '#include "kws_model.h"' in ino and "kws_invoke();" in ino
+    assert "#include <Chirale_TensorFlowLite.h>" in ino  # the micro frontend's library
+    assert "kTensorArenaSize" not in files["model_settings_h"].read_text()
+    # The input table, labels and recognizer are those of the tflm sketch, byte for byte.
+    for kind in ("model_settings_cpp", "recognize_commands_cpp", "feature_provider_cpp"):
+        assert files[kind].read_bytes() == tflm[kind].read_bytes(), kind
+    # Same PROFILE stages and formats.
+    profile = [line for line in ino.splitlines() if "Profile" in line or "PROFILE" in line]
+    assert profile == [
+        line
+        for line in tflm["ino"].read_text().splitlines()
+        if "Profile" in line or "PROFILE" in line
+    ]
+    facts = json.loads(files["facts"].read_text())
+    assert facts["runtime"] == "native" and facts["arena_bytes"] is None
+    assert facts["requires"]["tflm_interpreter"] is False
+    assert facts["requires"]["library_for"] == ["micro frontend"]
+    assert facts["native"]["macs"] == 336000  # 25x20x8 outputs x 80 taps + 4000 x 4
+    assert json.loads(tflm["facts"].read_text())["runtime"] == "tflm"
+    readme = files["readme"].read_text()
+    assert "Runtime: **native**" in readme and "micro frontend only" in readme
+    assert "ARENA used_bytes" not in readme
+
+
+def test_switching_runtime_removes_the_other_runtimes_files(backend, tmp_path: Path) -> None:
+    folder = backend.render(inputs(), tmp_path)["sketch"]
+    assert (folder / "model_data.cpp").is_file()
+    backend.render(inputs(), tmp_path, runtime="native")
+    assert not (folder / "model_data.cpp").exists() and (folder / "kws_model.c").is_file()
+    backend.render(inputs(), tmp_path)
+    assert not (folder / "kws_model.c").exists() and (folder / "model_data.cpp").is_file()
+
+
+def test_native_rendering_is_deterministic(backend, tmp_path: Path) -> None:
+    first = backend.render(inputs(labels=ODD_LABELS), tmp_path / "a", runtime="native")
+    second = backend.render(inputs(labels=ODD_LABELS), tmp_path / "b", runtime="native")
+    for kind, path in first.items():
+        if kind != "sketch":
+            assert path.read_bytes() == second[kind].read_bytes(), kind
+    assert sorted(p.name for p in first["sketch"].iterdir()) == sorted(
+        p.name for p in second["sketch"].iterdir()
+    )
+
+
+def test_unknown_runtime_and_missing_native_plugin_are_refused(
+    backend, tmp_path: Path, monkeypatch
+) -> None:
+    with pytest.raises(KwsError, match=r"runtime 'cmsis'.*valid: tflm, native"):
+        backend.render(inputs(), tmp_path, runtime="cmsis")
+    with pytest.raises(KwsError, match="arena_bytes does not apply to runtime 'native'"):
+        backend.render(inputs(), tmp_path, runtime="native", arena_bytes=4096)
+    monkeypatch.setitem(sys.modules, "kwscompress_native", None)  # as if not installed
+    with pytest.raises(KwsError, match="needs the kwscompress_native plugin"):
+        backend.render(inputs(), tmp_path, runtime="native")
+    assert not any(tmp_path.rglob("*"))
+
+
+@pytest.mark.skipif(CXX is None or CC is None, reason="needs g++ and gcc")
+def test_native_sketch_builds_on_the_host_and_scores_exactly_as_tflm(
+    backend, tmp_path: Path
+) -> None:
+    files = backend.render(inputs(), tmp_path / "sketch", runtime="native")
+    exe = build_native_driver(files, tmp_path)
+    rng = np.random.default_rng(7)
+    n = 49 * 40
+    model_inputs = np.concatenate(
+        [
+            rng.integers(-128, 128, (5, n)),
+            np.full((1, n), -128),
+            np.full((1, n), 127),
+        ]
+    ).astype(np.int8)
+    # Frontend values through the sketch's FeatureToInt8, and the same values quantized here.
+    frontend = rng.integers(0, 1200, (3, n))
+    table = np.array(sketch.plan_sketch(inputs()).feature_table, np.int8)
+    saturated = sketch.plan_sketch(inputs()).feature_saturated
+    mapped = np.where(frontend < len(table), table[np.minimum(frontend, len(table) - 1)], saturated)
+    commands = [f"I {' '.join(map(str, x))}" for x in model_inputs]
+    commands += [f"Q {' '.join(map(str, v))}" for v in frontend]
+    out = drive(exe, commands)
+    ours = np.array([[int(v) for v in line.split()[1:]] for line in out], np.int8)
+    expected = tflm_scores(np.concatenate([model_inputs, mapped.astype(np.int8)]))
+    assert ours.shape == (10, 4)
+    np.testing.assert_array_equal(ours, expected)
+    assert len({tuple(row) for row in ours}) > 1  # the inputs do change the scores
+
+
+def test_deploy_cli_passes_the_runtime(tmp_path: Path, capsys) -> None:
+    from kwscompress.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["deploy", "--help"])
+    assert "--runtime {tflm,native}" in capsys.readouterr().out
+    run = tmp_path / "run"
+    (run / "export").mkdir(parents=True)
+    shutil.copyfile(MODEL, run / "export" / "model.tflite")
+    tflite = {"status": "ok", "dir": "export", "files": {"tflite": "model.tflite"}}
+    results = {
+        "variants": [{"id": "qat-8b", "export": {"tflite": tflite}}],
+        "features": {"extractor": "micro", "settings": micro_features()},
+        "data": {"labels": LABELS},
+    }
+    (run / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "fw"
+    args = ["deploy", str(run), "--variant", "qat-8b", "--out", str(out), "--runtime", "native"]
+    assert main(args) == 0
+    assert json.loads((out / "kws_qat_8b" / "kwscompress.json").read_text())["runtime"] == "native"
+    assert not (out / "kws_qat_8b" / "model_data.cpp").exists()
+
+
+def test_native_model_source_cross_compiles_for_the_m4_with_simd(backend, tmp_path: Path) -> None:
+    """The sketch's copy of the generated C, built as for the Nano 33 BLE (Cortex-M4, so
+    __ARM_FEATURE_DSP is defined): warning-free, and the ACLE path really emits SMLAD."""
+    import capstone
+    from elftools.elf.elffile import ELFFile
+
+    files = backend.render(inputs(), tmp_path / "sketch", runtime="native")
+    obj = tmp_path / "kws_model_m4.o"
+    command = [
+        sys.executable, "-m", "ziglang", "cc", "-target", "thumb-freestanding-eabihf",
+        "-mcpu=cortex_m4", "-O2", "-std=c99", "-ffreestanding", "-Wall", "-Wextra", "-Werror",
+        "-I", str(files["sketch"]), "-c", str(files["native_model_c"]), "-o", str(obj),
+    ]  # fmt: skip
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    md = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB | capstone.CS_MODE_MCLASS)
+    mnemonics = set()
+    with open(obj, "rb") as handle:
+        for section in ELFFile(handle).iter_sections():
+            if section.name.startswith(".text"):
+                mnemonics.update(i.mnemonic for i in md.disasm(section.data(), 0))
+    assert "smlad" in mnemonics and "sxtb16" in mnemonics
+
+
+@pytest.fixture(scope="module")
+def converted_tiny_conv(tmp_path_factory) -> Path:
+    """A tiny_conv-shaped Keras model (CONV_2D, not micro_speech's DEPTHWISE_CONV_2D) with
+    random weights, converted to full int8 by the TFLite converter."""
+    from kwscompress.tf_import import import_tensorflow
+
+    tf = import_tensorflow()
+    k = tf.keras
+    k.utils.set_random_seed(1)
+    inp = k.Input((49, 40, 1), batch_size=1)
+    x = k.layers.Conv2D(4, (10, 8), strides=2, padding="same", activation="relu")(inp)
+    x = k.layers.Softmax()(k.layers.Dense(4)(k.layers.Flatten()(x)))
+    rng = np.random.default_rng(1)
+
+    def representative():
+        for _ in range(16):
+            yield [rng.uniform(0, 26, (1, 49, 40, 1)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(k.Model(inp, x))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path = tmp_path_factory.mktemp("converted") / "tiny_conv.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.mark.skipif(CXX is None or CC is None, reason="needs g++ and gcc")
+def test_native_sketch_of_a_converted_model_scores_exactly_as_tflm(
+    backend, tmp_path: Path, converted_tiny_conv: Path
+) -> None:
+    files = backend.render(
+        inputs(tflite_path=converted_tiny_conv), tmp_path / "sketch", runtime="native"
+    )
+    assert "CONV_2D" in json.loads(files["facts"].read_text())["ops"]
+    exe = build_native_driver(files, tmp_path)
+    x = np.random.default_rng(3).integers(-128, 128, (4, 49 * 40)).astype(np.int8)
+    out = drive(exe, [f"I {' '.join(map(str, row))}" for row in x])
+    ours = np.array([[int(v) for v in line.split()[1:]] for line in out], np.int8)
+    np.testing.assert_array_equal(ours, tflm_scores(x, converted_tiny_conv))
+    assert len({tuple(row) for row in ours}) > 1  # the inputs do change the scores

@@ -17,7 +17,7 @@ from toys import TOY_CONFIG, ToyPlugin
 from kwscompress import Pipeline, hookimpl
 from kwscompress.compress.recipes import expand_recipes, select_variants
 from kwscompress.config import Config, RecipeConfig
-from kwscompress.errors import ConfigError, UnknownComponentError
+from kwscompress.errors import ConfigError, KwsError, UnknownComponentError
 from kwscompress.report.figures import pareto_front
 
 ROW_KEYS = {
@@ -372,3 +372,11 @@ def test_export_and_deploy_take_ids_and_patterns(toy_pm) -> None:
 def test_pareto_front_keeps_only_unbeaten_points() -> None:
     points = [(100, 0.9), (50, 0.85), (50, 0.7), (10, 0.6), (20, 0.5), (200, 0.88)]
     assert pareto_front(points) == [3, 1, 0]
+
+
+def test_ray_executor_without_ray_names_the_extra(monkeypatch) -> None:
+    from kwscompress_ray.executor import import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    with pytest.raises(KwsError, match=r"pip install 'kwscompress\[ray\]'"):
+        import_ray()

@@ -136,9 +136,10 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
             assert tflite["route"] == "bridge"
             assert tflite["tflm_vs_int_graph"]["logits_differ"] == 0
             assert tflite["model_agreement"]["top1_agree"] >= 0.9
-        assert rows[variant]["deploy"]["tflite_bytes"] == (
-            run_dir / tflite["dir"] / tflite["files"]["tflite"]
-        ).stat().st_size
+        assert (
+            rows[variant]["deploy"]["tflite_bytes"]
+            == (run_dir / tflite["dir"] / tflite["files"]["tflite"]).stat().st_size
+        )
         assert rows[variant]["deploy"]["arena_bytes"] > 0
     assert rows["float"]["export"]["onnx"]["agrees"] is True
     sketch = Path(rows["qat-8b"]["deploy"]["firmware"])

@@ -20,6 +20,8 @@ sys.path.insert(0, str(BENCH.parent))
 from bench_fuzz import TARGETS  # noqa: E402
 
 RUNS = 200
+
+
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_bounded_fuzz_run_finds_no_unhandled_exception(target: str) -> None:
     pytest.importorskip("atheris")

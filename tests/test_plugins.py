@@ -197,13 +197,17 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
     assert results["features"]["extractor"] == "toy"
     assert results["features"]["shape"] == [49, 40]
     # The raising observer is reported by name and the run still finished.
-    assert results["plugin_errors"] == [
-        {
-            "plugin": "recorder",
-            "hook": "kws_variant_finished",
-            "error": "RuntimeError('observer bug')",
-        }
-    ] * 2
+    assert (
+        results["plugin_errors"]
+        == [
+            {
+                "plugin": "recorder",
+                "hook": "kws_variant_finished",
+                "error": "RuntimeError('observer bug')",
+            }
+        ]
+        * 2
+    )
     assert "finished" in results
     assert [r["id"] for r in run.results["variants"]] == ["float", "toy-0.5"]
     assert run.results["variants"][1]["steps"][0]["info"] == {"amount": 0.5}

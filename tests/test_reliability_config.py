@@ -62,7 +62,7 @@ def test_defaults_and_quick_settings_are_in_range() -> None:
         ("[train]\nlearning_rate = nan\n", "train.learning_rate = nan, outside the valid range"),
         ("[train]\nlearning_rate = 0\n", "train.learning_rate = 0.0, outside the valid range (0,"),
         ("[train]\nseed = -1\n", "train.seed = -1, outside the valid range [0, 4294967295]"),
-        ("[sweep]\nworkers = 0\n", "sweep.workers = 0, outside the valid range"),
+        ("[sweep]\nworkers = -1\n", "sweep.workers = -1, outside the valid range"),
         ("[recognizer]\ndetection_threshold = 300\n", "valid range [0, 255]"),
         ('[data]\nwanted_words = ["yes", "yes"]\n', "names 'yes' more than once"),
         ("[data]\nwanted_words = []\n", "data.wanted_words is empty"),

@@ -124,5 +124,6 @@ TOY_CONFIG = {
     "features": {"name": "toy"},
     "train": {"epochs": 3, "batch_size": 8},
     "profile": {"runs": 10, "warmup": 1},
+    "sweep": {"workers": 1},
 }
 """A config that runs the whole pipeline on the toys in seconds."""

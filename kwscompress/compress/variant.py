@@ -83,7 +83,21 @@ class StepFailed(Exception):
 
 
 def run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
-    """Apply the job's steps and measure the result; a failing component gives a failed row."""
+    """Apply the job's steps and measure the result; a failing component gives a failed row.
+
+    The variant runs on one torch thread wherever it runs: float reductions split differently
+    across threads, so the thread count would otherwise change the numbers of fine-tuned and
+    quantized variants between executors.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_variant(payload, job)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
     started = time.perf_counter()
     spec = job.spec
     row: dict[str, Any] = {

@@ -55,9 +55,8 @@ class RayExecutor:
                 max_retries=int(options.get("retries", 2)),
                 retry_exceptions=False,
             )
-            threads = max(1, int(float(options.get("num_cpus", 1.0))))
             for index, job in enumerate(jobs):
-                pending[remote.remote(task, shared_ref, job, threads)] = index
+                pending[remote.remote(task, shared_ref, job)] = index
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -109,11 +108,9 @@ def connect(ray: Any, address: str) -> bool:
     return True
 
 
-def _run_task(task: Callable[[Any, Any], Any], shared: Any, job: Any, threads: int) -> Any:
+def _run_task(task: Callable[[Any, Any], Any], shared: Any, job: Any) -> Any:
     import ray
-    import torch
 
-    torch.set_num_threads(threads)
     outcome = task(shared, job)
     row = getattr(outcome, "row", None)
     if isinstance(row, dict):
