@@ -272,7 +272,7 @@ class SweepConfig:
 
 @dataclass
 class ExportConfig:
-    """``[export]``: which variants become deployable files (see :doc:`/deployment`)."""
+    """``[export]``: which variants become deployable files (see :doc:`/export`)."""
 
     enabled: bool = True
     """Export as part of ``kwscompress run`` / ``demo``."""
@@ -350,7 +350,7 @@ class StreamConfig:
 
 @dataclass
 class DeployConfig:
-    """``[deploy]``: firmware rendered around exported models (see :doc:`/deployment`)."""
+    """``[deploy]``: firmware rendered around exported models (see :doc:`/firmware`)."""
 
     enabled: bool = True
     """Render firmware as part of ``kwscompress run`` / ``demo``."""

@@ -185,7 +185,7 @@ def test_adhoc_plugin_components_drive_the_pipeline(pm, make_dataset, tmp_path: 
         return [call for stage in stages for call in (("started", stage), ("finished", stage))]
 
     assert recorder.calls == [
-        *calls("data", "features", "train", "evaluate"),
+        *calls("data", "features", "train", "evaluate", "stream"),
         ("started", "compress"),
         ("variant", "float"),
         ("variant", "toy-0.5"),

@@ -115,25 +115,21 @@ def cluster(plugin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "PYTHONPATH": os.pathsep.join([str(plugin_dir), str(TESTS)]),
         "KWS_TEST_MARKER": str(marker),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Ray 2.60 turns token authentication on for a head node when ~/.ray/auth_token exists
+        # (any earlier ray.init writes one), and a joining node then fails: keep the test
+        # cluster as the machine's state left it, without tokens.
+        "RAY_AUTH_MODE": "disabled",
     }
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--object-store-memory=100000000", "--disable-usage-stats"]
     try:
-        subprocess.run(
+        for command in (
             [ray_bin, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
-        subprocess.run(
             [ray_bin, "start", f"--address={address}", "--num-gpus=1", *common],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=180,
-        )
+        ):
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+            assert started.returncode == 0, started.stderr[-3000:]
         yield {"address": address, "marker": marker}
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -164,6 +160,7 @@ def _comparable(row: dict[str, Any]) -> dict[str, Any]:
 def ray_pm(plugin_dir: Path, make_dataset, monkeypatch, tmp_path: Path):
     monkeypatch.syspath_prepend(str(plugin_dir))
     monkeypatch.setenv("KWSCOMPRESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster fixture's nodes
     pm = get_plugin_manager()
     pm.register(DataToys(make_dataset()), name="datatoys")
     return pm
