@@ -271,6 +271,9 @@ def _run_logger(path: Path) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        # The run's log is its file: a library that configures the root logger (TensorFlow
+        # does) must not echo every stage line onto the user's terminal.
+        logger.propagate = False
     return logger
 
 

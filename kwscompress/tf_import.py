@@ -13,6 +13,7 @@ temporary file; afterwards every line that is not one of the known notices is pa
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -39,6 +40,9 @@ def import_tensorflow() -> ModuleType:
         return sys.modules["tensorflow"]
     with native_stderr_filtered(IMPORT_NOTICES):
         import tensorflow as tf
+    # TensorFlow's Python warnings are about its own graph machinery (the micro frontend is
+    # retraced for every new clip length, by design); errors still get through.
+    tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 

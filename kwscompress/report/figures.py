@@ -402,7 +402,8 @@ def pareto(rows: Sequence[dict[str, Any]], axes_keys: Sequence[tuple[str, str]])
         ax.set(xlabel=label, ylabel="test accuracy (%)", title=f"Accuracy vs {label}")
         ax.yaxis.grid(True)
         ax.set_axisbelow(True)
-    axes[0].legend(fontsize=8, loc="best")
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8, loc="best")
     return fig
 
 
