@@ -51,6 +51,16 @@ class PluginError(KwsError):
         return {"plugin": self.plugin, "component": self.component, "message": str(self)}
 
 
+def component_failure(plugin: str, component: str, error: BaseException) -> dict[str, str]:
+    """The ``error`` record a variant row, export or MCU record keeps when a component raised:
+    ``plugin``, ``component`` (e.g. ``exporter 'tflite'``) and ``message``."""
+    return {
+        "plugin": plugin,
+        "component": component,
+        "message": f"{type(error).__name__}: {error}",
+    }
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt so that it stops a run the way Ctrl-C does."""
 

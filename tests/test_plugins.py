@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from toys import ToneSource, ToyExtractor
 
 from kwscompress import Pipeline, hookimpl, hookspecs
-from kwscompress.config import Config, DataConfig, FeatureConfig
+from kwscompress.config import Config
 from kwscompress.errors import KwsError, UnknownComponentError
 from kwscompress.plugins import COMPONENT_HOOKS, get_plugin_manager
 from kwscompress.protocols import StepResult
@@ -32,38 +32,6 @@ def pm(pm):
     )
     yield pm
     undo()
-
-
-class ToyExtractor:
-    """Log energies of ``bins`` linear bands per frame: fast, no TensorFlow."""
-
-    name = "toy"
-    description = "test-only band energies"
-
-    def settings(self, config: FeatureConfig, sample_rate: int) -> dict[str, Any]:
-        return {"window_ms": config.window_ms, "stride_ms": config.stride_ms, "bins": config.bins}
-
-    def extract(self, audio: np.ndarray, config: FeatureConfig, sample_rate: int) -> np.ndarray:
-        window = int(sample_rate * config.window_ms / 1000)
-        stride = int(sample_rate * config.stride_ms / 1000)
-        frames = 1 + (audio.shape[1] - window) // stride
-        index = np.arange(window)[None, :] + stride * np.arange(frames)[:, None]
-        spectrum = np.abs(np.fft.rfft(audio[:, index], axis=-1)) ** 2
-        bands = np.array_split(spectrum, config.bins, axis=-1)
-        return np.log1p(np.stack([b.sum(-1) for b in bands], axis=-1)).astype(np.float32)
-
-
-class ToneSource:
-    """A dataset source handing back a folder made by the ``make_dataset`` fixture."""
-
-    name = "tones"
-    description = "test-only tone dataset"
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def prepare(self, config: DataConfig, cache_dir: Path) -> Path:
-        return self.root
 
 
 class ToyComponent:

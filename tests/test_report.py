@@ -3,16 +3,14 @@ the HTML is self-contained and displays in a real browser."""
 
 from __future__ import annotations
 
-import html
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from support import browser_result
 
 from kwscompress import hookimpl
 from kwscompress.errors import KwsError
@@ -433,34 +431,9 @@ window.addEventListener("load", () => {
 
 
 def test_report_displays_in_headless_chromium(rendered, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip(
-            "chromium is not on PATH (Debian: apt-get install chromium); `make test` installs it"
-        )
     _, paths = rendered
     page = paths["html"].read_text("utf-8").replace("</body>", _CHECK_SCRIPT + "</body>")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page, "utf-8")
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        probe.as_uri(),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    found = re.search(r'<pre id="kws-check">(.*?)</pre>', done.stdout, re.S)
-    assert found, f"chromium printed no check result: {done.stderr[-2000:]}"
-    check = json.loads(html.unescape(found.group(1)))
+    check = browser_result(page, tmp_path, "kws-check")
     assert check["sections"] == [
         "overview",
         "preprocessing",

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import html
-import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import browser_result
 
 from kwscompress.report import write_report
 from kwscompress.run import Run
@@ -88,39 +84,9 @@ window.addEventListener("load", () => {
 
 
 def test_table_sorts_in_headless_chromium(run: Run, tmp_path: Path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip(
-            "chromium is not on PATH (Debian: apt-get install chromium); `make test` has it"
-        )
     write_report(run)
     page = (run.path / "report.html").read_text().replace("</body>", _CLICK_SCRIPT + "</body>")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page)
-    done = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            probe.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    found = re.search(r'<pre id="kws-sort">(.*?)</pre>', done.stdout, re.S)
-    assert found, f"chromium printed no result: {done.stderr[-2000:]}"
-    result = json.loads(html.unescape(found.group(1)))
+    result = browser_result(page, tmp_path, "kws-sort")
     # Numbers sort as numbers (25 % before 88 %), the failed row's empty cell goes last.
     assert result["ascending"] == ["ptq-2b", "qat-4b", "ptq-8b", "float", "bad-0.5"]
     assert result["descending"] == ["float", "ptq-8b", "qat-4b", "ptq-2b", "bad-0.5"]

@@ -23,6 +23,7 @@ import torch
 from kwscompress.compress.context import StepContext
 from kwscompress.compress.recipes import STEP_KINDS, VariantSpec
 from kwscompress.config import TrainConfig
+from kwscompress.errors import component_failure
 from kwscompress.estimate import weight_bytes
 from kwscompress.plugins import PluginManager, get_plugin_manager
 from kwscompress.train import LabeledFeatures, evaluate, set_seed
@@ -75,11 +76,11 @@ class VariantOutcome:
 
 
 class StepFailed(Exception):
-    """A component raised; carries which one, for the row's ``error``."""
+    """A component raised; carries the row's ``error`` record naming it."""
 
-    def __init__(self, plugin: str, component: str, message: str):
-        super().__init__(message)
-        self.plugin, self.component, self.message = plugin, component, message
+    def __init__(self, error: dict[str, str]):
+        super().__init__(error["message"])
+        self.error = error
 
 
 def run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
@@ -117,14 +118,11 @@ def _run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
         torch.save(model, buffer)
         model_bytes: bytes | None = buffer.getvalue()
     except StepFailed as exc:
-        row.update(status="failed", error=_error(exc.plugin, exc.component, exc.message))
+        row.update(status="failed", error=exc.error)
         model_bytes = None
     except Exception as exc:  # the core's own failure: still one failed row, not a dead sweep
-        row.update(
-            status="failed",
-            error=_error("kwscompress", "compress", f"{type(exc).__name__}: {exc}"),
-        )
-        row["error"]["traceback"] = traceback.format_exc()
+        error = component_failure("kwscompress", "compress", exc)
+        row.update(status="failed", error={**error, "traceback": traceback.format_exc()})
         model_bytes = None
     row["seconds"] = round(time.perf_counter() - started, 3)
     return VariantOutcome(row, model_bytes)
@@ -213,9 +211,8 @@ def _apply_steps(
         try:
             result = call(model, context, **step.settings)
         except Exception as exc:
-            raise StepFailed(
-                registered.plugin, f"{kind} {step.method!r}", f"{type(exc).__name__}: {exc}"
-            ) from exc
+            component = f"{kind} {step.method!r}"
+            raise StepFailed(component_failure(registered.plugin, component, exc)) from exc
         if step.kind == "quantize":
             skeleton = model
         row["steps"][index]["info"] = _json_ready(result.info)
@@ -246,10 +243,6 @@ def _components(payload: SweepPayload) -> PluginManager:
     if payload.plugin_manager is None:
         payload.plugin_manager = get_plugin_manager()
     return payload.plugin_manager
-
-
-def _error(plugin: str, component: str, message: str) -> dict[str, Any]:
-    return {"plugin": plugin, "component": component, "message": message}
 
 
 def _json_ready(info: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from kwscompress.compress.variant import (
     run_variant,
 )
 from kwscompress.config import Config, RecipeConfig
+from kwscompress.errors import component_failure
 from kwscompress.plugins import PluginManager
 from kwscompress.progress import progress_bar
 from kwscompress.run import Run, atomic_dir, atomic_path, remove_stale_temps, write_json
@@ -230,11 +231,7 @@ def _executor_failure(job: VariantJob, executor: Any, exc: BaseException) -> Var
         "recipe": job.spec.recipe,
         "key": job.key,
         "status": "failed",
-        "error": {
-            "plugin": getattr(executor, "name", "executor"),
-            "component": "executor",
-            "message": f"{type(exc).__name__}: {exc}",
-        },
+        "error": component_failure(getattr(executor, "name", "executor"), "executor", exc),
         "steps": [step.as_dict() for step in job.spec.steps],
         "weight_bits": job.spec.weight_bits,
     }

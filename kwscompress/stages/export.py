@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kwscompress.errors import KwsError
+from kwscompress.errors import KwsError, component_failure
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import ExportInputs
 from kwscompress.run import Run
@@ -62,14 +62,8 @@ def export_variants(
                 record = exporter.export(inputs, out_dir)
             except Exception as exc:
                 summary["failed"] += 1
-                record = {
-                    "status": "failed",
-                    "error": {
-                        "plugin": registered.plugin,
-                        "component": f"exporter {name!r}",
-                        "message": f"{type(exc).__name__}: {exc}",
-                    },
-                }
+                error = component_failure(registered.plugin, f"exporter {name!r}", exc)
+                record = {"status": "failed", "error": error}
                 run.log.error(
                     "export of %s by %s failed:\n%s", variant_id, name, traceback.format_exc()
                 )

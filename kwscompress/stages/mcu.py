@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from kwscompress.boards import Board
+from kwscompress.errors import component_failure
 from kwscompress.plugins import PluginManager
 from kwscompress.run import Run
 from kwscompress.stages.features import FeatureSets
@@ -53,14 +54,8 @@ def measure_variants(
             record["status"] = "ok"
         except Exception as exc:
             summary["failed"] += 1
-            record = {
-                "status": "failed",
-                "error": {
-                    "plugin": registered.plugin,
-                    "component": f"mcu runtime {runtime_name!r}",
-                    "message": f"{type(exc).__name__}: {exc}",
-                },
-            }
+            error = component_failure(registered.plugin, f"mcu runtime {runtime_name!r}", exc)
+            record = {"status": "failed", "error": error}
             run.log.error("mcu of %s failed:\n%s", row["id"], traceback.format_exc())
         row["mcu"] = record
         summary["variants"][row["id"]] = record["status"]
