@@ -90,14 +90,16 @@ def _profile(model: nn.Module, shape: tuple[int, ...], runs: int, warmup: int) -
     }
 
 
-def _profile_on(
+def forward_times_ms(
     model: nn.Module,
     example: torch.Tensor,
     runs: int,
     warmup: int,
-    device: str,
-    sync: Callable[[], None],
-) -> dict[str, Any]:
+    sync: Callable[[], None] | None = None,
+) -> list[float]:
+    """Milliseconds of each of ``runs`` forward passes of ``example``, each timed alone after
+    ``warmup`` untimed passes (``sync`` waits for an asynchronous device, e.g. CUDA)."""
+    sync = sync or _no_sync
     times_ms = []
     with torch.inference_mode():
         for _ in range(warmup):
@@ -108,6 +110,19 @@ def _profile_on(
             model(example)
             sync()
             times_ms.append((time.perf_counter_ns() - start) / 1e6)
+    return times_ms
+
+
+def _profile_on(
+    model: nn.Module,
+    example: torch.Tensor,
+    runs: int,
+    warmup: int,
+    device: str,
+    sync: Callable[[], None],
+) -> dict[str, Any]:
+    times_ms = forward_times_ms(model, example, runs, warmup, sync)
+    with torch.inference_mode():
         profiled = min(runs, PROFILED_RUNS)
         activities = [ProfilerActivity.CPU]
         if device == "cuda":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toys import ToneSource, ToyExtractor
+from toys import DataToys
 
 from kwscompress import Pipeline, hookimpl, hookspecs
 from kwscompress.config import Config
@@ -97,20 +97,12 @@ def test_duplicate_component_names_name_both_plugins(pm) -> None:
         pm.components("model")
 
 
-class Recorder:
+class Recorder(DataToys):
     """An observer plugin that records lifecycle calls, and raises on one to prove isolation."""
 
     def __init__(self, root: Path):
-        self.root = root
+        super().__init__(root)
         self.calls: list[tuple[str, str]] = []
-
-    @hookimpl
-    def kws_register_datasets(self) -> list[Any]:
-        return [ToneSource(self.root)]
-
-    @hookimpl
-    def kws_register_feature_extractors(self) -> list[Any]:
-        return [ToyExtractor()]
 
     @hookimpl
     def kws_register_pruners(self) -> list[Any]:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toys import TOY_CONFIG, ToneSource, ToyExtractor
+from toys import TOY_CONFIG, DataToys
 
-from kwscompress import Pipeline, hookimpl
+from kwscompress import Pipeline
 from kwscompress.config import Config
 from kwscompress.errors import KwsError
 from kwscompress.plugins import get_plugin_manager
@@ -71,21 +71,6 @@ _STEPS_MODULE = textwrap.dedent(
         return [GridQuantizer()]
     """
 )
-
-
-class DataToys:
-    """The dataset and extractor toys (only the driver reads data)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    @hookimpl
-    def kws_register_datasets(self) -> list[Any]:
-        return [ToneSource(self.root)]
-
-    @hookimpl
-    def kws_register_feature_extractors(self) -> list[Any]:
-        return [ToyExtractor()]
 
 
 def _free_port() -> int:

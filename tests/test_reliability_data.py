@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from support import SAMPLE_RATE, speakers_for, tone
-from test_plugins import ToneSource, ToyExtractor
+from toys import ToneSource, ToyExtractor
 
 from kwscompress import Pipeline, hookimpl
 from kwscompress.config import Config, DataConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugins import ToneSource, ToyExtractor
+from toys import ToneSource, ToyExtractor
 
 from kwscompress import Pipeline, hookimpl
 from kwscompress.cli import _print_summary, main

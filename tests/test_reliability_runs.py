@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plugins import ToyExtractor
+from toys import ToyExtractor
 
 from kwscompress import Pipeline, __version__, hookimpl
 from kwscompress.cli import main
@@ -188,7 +188,7 @@ CONCURRENT_FILL = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from test_plugins import ToyExtractor
+from toys import ToyExtractor
 from kwscompress.config import Config, FeatureConfig
 from kwscompress.data.dataset import index_dataset
 from kwscompress.data.sources import SyntheticSource

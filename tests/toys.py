@@ -96,8 +96,8 @@ class GridQuantizer:
         return StepResult(model, {"levels": levels})
 
 
-class ToyPlugin:
-    """Registers the toys; pass the dataset root of the ``make_dataset`` fixture."""
+class DataToys:
+    """Registers the tone dataset (pass the ``make_dataset`` fixture's root) and the extractor."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -109,6 +109,10 @@ class ToyPlugin:
     @hookimpl
     def kws_register_feature_extractors(self) -> list[Any]:
         return [ToyExtractor()]
+
+
+class ToyPlugin(DataToys):
+    """Every toy: the data toys, the pruner and the quantizer."""
 
     @hookimpl
     def kws_register_pruners(self) -> list[Any]:

@@ -26,10 +26,13 @@ from kwscompress.config import TrainConfig
 from kwscompress.errors import component_failure
 from kwscompress.estimate import weight_bytes
 from kwscompress.plugins import PluginManager, get_plugin_manager
+from kwscompress.profile import forward_times_ms
 from kwscompress.train import LabeledFeatures, evaluate, set_seed
 
 LATENCY_RUNS = 50
-"""Timed batch-1 forward passes per variant (after 5 warm-up passes); the median is kept."""
+"""Timed batch-1 forward passes per variant; the median is kept."""
+LATENCY_WARMUP = 5
+"""Untimed passes before them."""
 
 
 @dataclass
@@ -101,16 +104,7 @@ def run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
 def _run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
     started = time.perf_counter()
     spec = job.spec
-    row: dict[str, Any] = {
-        "id": spec.id,
-        "recipe": spec.recipe,
-        "key": job.key,
-        "status": "ok",
-        "error": None,
-        "steps": [step.as_dict() for step in spec.steps],
-        "weight_bits": spec.weight_bits,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
+    row = new_row(spec, job.key)
     try:
         model, skeleton = _apply_steps(payload, spec, row)
         row.update(measure(model, skeleton, payload, spec.weight_bits))
@@ -126,6 +120,20 @@ def _run_variant(payload: SweepPayload, job: VariantJob) -> VariantOutcome:
         model_bytes = None
     row["seconds"] = round(time.perf_counter() - started, 3)
     return VariantOutcome(row, model_bytes)
+
+
+def new_row(spec: VariantSpec, key: str) -> dict[str, Any]:
+    """The fields every row starts with (the float model's spec has no steps)."""
+    return {
+        "id": spec.id,
+        "recipe": spec.recipe,
+        "key": key,
+        "status": "ok",
+        "error": None,
+        "steps": [step.as_dict() for step in spec.steps],
+        "weight_bits": spec.weight_bits,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
 def measure(
@@ -162,14 +170,8 @@ def host_latency_ms(model: torch.nn.Module, input_shape: tuple[int, int]) -> flo
     torch.set_num_threads(1)
     was_training = model.training
     model.eval()
-    times = []
     try:
-        with torch.inference_mode():
-            for run in range(5 + LATENCY_RUNS):
-                start = time.perf_counter_ns()
-                model(example)
-                if run >= 5:
-                    times.append((time.perf_counter_ns() - start) / 1e6)
+        times = forward_times_ms(model, example, LATENCY_RUNS, LATENCY_WARMUP)
     finally:
         torch.set_num_threads(previous)
         model.train(was_training)

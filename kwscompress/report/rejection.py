@@ -9,15 +9,16 @@ curves, from ``results["stream"]``. Registered through the ``rejection_report`` 
 
 from __future__ import annotations
 
-from typing import Any
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING, Any
 
 from kwscompress import hookimpl
 from kwscompress.protocols import ReportSection, SectionContent
 from kwscompress.report import blocks
 from kwscompress.report.blocks import MISSING, Cell, fmt_percent
 from kwscompress.run import Run
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REJECTED = ("_silence_", "_unknown_")
 COPIES = {
@@ -210,6 +211,8 @@ def det_figure(
     det: dict[str, list[dict[str, Any]]], chosen: int | None, target: float | None
 ) -> Figure:
     """False-reject rate against false accepts per hour, one curve per keyword and stream."""
+    from matplotlib.figure import Figure  # matplotlib loads only when a report is drawn
+
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     colours = ["#2f6fb3", "#e07b39", "#3a9d5d", "#8e44ad", "#c8372d", "#52606d"]

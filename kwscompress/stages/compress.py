@@ -29,6 +29,7 @@ from kwscompress.compress.variant import (
     VariantJob,
     VariantOutcome,
     measure,
+    new_row,
     run_variant,
 )
 from kwscompress.config import Config, RecipeConfig
@@ -137,18 +138,8 @@ def float_row(
 ) -> dict[str, Any]:
     """The trained model's row: the first of the variant table."""
     started = time.perf_counter()
-    row = {
-        "id": FLOAT_ID,
-        "recipe": FLOAT_ID,
-        "key": baseline_hash,
-        "status": "ok",
-        "error": None,
-        "steps": [],
-        "weight_bits": 32,
-        "device": "cpu",
-        **measure(baseline, baseline, payload, 32),
-        "cached": False,
-    }
+    row = new_row(VariantSpec(FLOAT_ID, FLOAT_ID), baseline_hash)
+    row.update(measure(baseline, baseline, payload, 32), cached=False)
     row["seconds"] = round(time.perf_counter() - started, 3)
     return row
 
@@ -226,15 +217,8 @@ def load_variant_model(run_dir: Path, variant_id: str) -> torch.nn.Module:
 
 
 def _executor_failure(job: VariantJob, executor: Any, exc: BaseException) -> VariantOutcome:
-    row = {
-        "id": job.spec.id,
-        "recipe": job.spec.recipe,
-        "key": job.key,
-        "status": "failed",
-        "error": component_failure(getattr(executor, "name", "executor"), "executor", exc),
-        "steps": [step.as_dict() for step in job.spec.steps],
-        "weight_bits": job.spec.weight_bits,
-    }
+    error = component_failure(getattr(executor, "name", "executor"), "executor", exc)
+    row = {**new_row(job.spec, job.key), "status": "failed", "error": error}
     return VariantOutcome(row, None)
 
 
