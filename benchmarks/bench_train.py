@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=3000, help="training clips per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per model")
-    parser.add_argument("--models", nargs="*", default=["tiny_conv", "ds_cnn"])
+    parser.add_argument("--models", nargs="*", default=["tiny_conv", "tc_ds_cnn", "ds_cnn"])
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kwscompress.boards import DEFAULT_BOARD, Board, boards, get_board
+from kwscompress.config import ModelConfig
 from kwscompress.errors import KwsError
 
 if TYPE_CHECKING:
@@ -245,7 +246,8 @@ def format_estimate(result: Mapping[str, Any]) -> str:
 
 def configure_estimate_parser(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``kwscompress estimate`` to ``parser``."""
-    parser.add_argument("--model", default="tiny_conv", help="model name (default: tiny_conv)")
+    default = ModelConfig().name
+    parser.add_argument("--model", default=default, help=f"model name (default: {default})")
     parser.add_argument(
         "--board",
         default=DEFAULT_BOARD,

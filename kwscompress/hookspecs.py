@@ -63,8 +63,8 @@ def kws_register_feature_extractors() -> list[FeatureExtractor]:
 def kws_register_models() -> list[ModelSpec]:
     """Return model architectures that can be built for a feature shape and a class count.
 
-    Built-in: ``tiny_conv`` (TFLM's micro_speech model) and ``ds_cnn`` (DS-CNN small from
-    "Hello Edge").
+    Built-in: ``tc_ds_cnn`` (the temporal DS-CNN, the default), ``tiny_conv`` (TFLM's
+    micro_speech model) and ``ds_cnn`` (DS-CNN small from "Hello Edge").
     """
 
 

@@ -36,7 +36,7 @@ def test_unknown_config_key(capsys, tmp_path: Path) -> None:
 
 def test_unknown_component_name(capsys, tmp_path: Path) -> None:
     err = _fails(capsys, "run", _config(tmp_path, "[model]\nname = 'resnet'\n"))
-    assert "unknown model 'resnet'; valid names: ds_cnn, tiny_conv" in err
+    assert "unknown model 'resnet'; valid names: ds_cnn, tc_ds_cnn, tiny_conv" in err
 
 
 def test_missing_dataset_directory(capsys, tmp_path: Path) -> None:

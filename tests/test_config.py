@@ -19,7 +19,7 @@ def test_defaults_match_the_device_and_the_reference_workflow() -> None:
         40,
     )
     assert config.features.name == "micro"
-    assert config.model.name == "tiny_conv"
+    assert config.model.name == "tc_ds_cnn"
     assert (config.data.time_shift_ms, config.data.background_frequency) == (100.0, 0.8)
 
 

@@ -60,7 +60,7 @@ def test_split_summary_and_per_class_tables(first_run: tuple[Path, dict]) -> Non
 def test_training_history_and_checkpoint(first_run: tuple[Path, dict]) -> None:
     base, results = first_run
     train = results["train"]
-    assert train["model"] == "tiny_conv" and train["parameters"] == 16652
+    assert train["model"] == "tc_ds_cnn" and train["parameters"] == 27780
     assert [h["epoch"] for h in train["history"]] == list(range(1, 11))
     assert (base / "runs" / "demo-quick" / train["checkpoint"]).is_file()
     accuracy = results["evaluate"]["accuracy"]
@@ -85,8 +85,8 @@ def test_generalisation_checks_are_recorded(first_run: tuple[Path, dict]) -> Non
 
 def test_estimate_profile_and_report(first_run: tuple[Path, dict]) -> None:
     base, results = first_run
-    assert results["estimate"]["total"]["parameters"] == 16652
-    assert results["estimate"]["total"]["macs"] == 336000
+    assert results["estimate"]["total"]["parameters"] == 27780
+    assert results["estimate"]["total"]["macs"] == 605504
     assert results["profile"]["median_ms"] > 0
     html = base / "runs" / "demo-quick" / results["report"]["html"]
     assert html.is_file() and "data:image/png;base64," in html.read_text()
@@ -123,9 +123,12 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
     assert all(row["status"] == "ok" for row in rows.values()), [
         row["error"] for row in rows.values()
     ]
-    assert rows["channel-0.5-ft0"]["parameters"] == 2081 * 4 + 4
-    assert rows["magnitude-0.5-ft0"]["nonzero_parameters"] < 0.55 * 16652
-    assert rows["ptq-4b"]["weight_bytes"] < rows["ptq-8b"]["weight_bytes"] < 16652 * 4
+    # Half of tc_ds_cnn's 64 filters go: stem 3*40*32 + 2*32, four blocks of 9*32 + 2*32 +
+    # 32*32 + 2*32 (depthwise and pointwise with their batch norms), fc 32*4 + 4.
+    channel = 3 * 40 * 32 + 64 + 4 * (9 * 32 + 64 + 32 * 32 + 64) + 32 * 4 + 4
+    assert rows["channel-0.5-ft0"]["parameters"] == channel == 9796
+    assert rows["magnitude-0.5-ft0"]["nonzero_parameters"] < 0.55 * 27780
+    assert rows["ptq-4b"]["weight_bytes"] < rows["ptq-8b"]["weight_bytes"] < 27780 * 4
     run_dir = base / "runs" / "demo-quick"
     for variant in ("float", "ptq-8b", "qat-8b"):
         tflite = rows[variant]["export"]["tflite"]

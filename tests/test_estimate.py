@@ -280,7 +280,7 @@ def test_estimate_command_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_estimate_command_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert estimate_command(_parse("--bits", "4")) == 0
+    assert estimate_command(_parse("--model", "tiny_conv", "--bits", "4")) == 0
     text = capsys.readouterr().out
     assert "Estimate of tiny_conv (fvcore)" in text
     assert "676,004" in text and "7,856 B" in text

@@ -165,6 +165,7 @@ def test_example_runs_in_a_sweep_by_name(site, make_dataset, tmp_path):
     values = {
         "data": {"source": "speech_commands", "root": str(make_dataset()), "augment_copies": 1},
         "features": {"name": "spectrogram"},
+        "model": {"name": "tiny_conv"},
         "train": {"epochs": 2, "batch_size": 8},
         "compress": {
             "recipes": [

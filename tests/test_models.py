@@ -1,12 +1,13 @@
-"""The built-in model registry: tiny_conv and ds_cnn."""
+"""The built-in model registry: tc_ds_cnn, tiny_conv and ds_cnn."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from kwscompress.config import ModelConfig
 from kwscompress.errors import KwsError, UnknownComponentError
-from kwscompress.models import DsCnnSpec, TinyConvSpec
+from kwscompress.models import DsCnnSpec, TcDsCnnSpec, TinyConvSpec
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import ModelSpec
 
@@ -17,14 +18,15 @@ def _params(module: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def specs() -> dict[str, ModelSpec]:
-    return {spec.name: spec for spec in (TinyConvSpec(), DsCnnSpec())}
+    return {spec.name: spec for spec in (TinyConvSpec(), DsCnnSpec(), TcDsCnnSpec())}
 
 
-def test_registry_serves_both_models_from_the_models_entry_point(pm: PluginManager) -> None:
+def test_registry_serves_the_models_from_the_models_entry_point(pm: PluginManager) -> None:
     assert isinstance(pm.component("model", "tiny_conv"), TinyConvSpec)
     assert isinstance(pm.component("model", "ds_cnn"), DsCnnSpec)
+    assert isinstance(pm.component("model", ModelConfig().name), TcDsCnnSpec)
     registered = pm.components("model")
-    for name in ("tiny_conv", "ds_cnn"):
+    for name in ("tiny_conv", "ds_cnn", "tc_ds_cnn"):
         assert registered[name].plugin == "models"
         assert isinstance(registered[name].component, ModelSpec)
         assert registered[name].component.description
@@ -89,6 +91,28 @@ def test_ds_cnn_is_hello_edge_small(specs: dict[str, ModelSpec]) -> None:
     depthwise = model.blocks[0][0][0]
     assert depthwise.groups == filters and depthwise.kernel_size == (3, 3)
     assert _params(specs["ds_cnn"].build((49, 40), 12)) == 22_660 + 8 * 65
+
+
+def test_tc_ds_cnn_convolves_over_time_after_a_full_band_stem(
+    specs: dict[str, ModelSpec],
+) -> None:
+    model = specs["tc_ds_cnn"].build((49, 40), 4).eval()
+    filters = 64
+    stem = 3 * 40 * filters + 2 * filters
+    block = 9 * filters + 2 * filters + filters * filters + 2 * filters
+    assert _params(model) == stem + 4 * block + filters * 4 + 4 == 27_780
+    assert model.stem[0].kernel_size == (3, 40) and model.stem[0].padding == (1, 0)
+    frames = []
+    x = model.stem(torch.randn(1, 1, 49, 40))
+    for block_ in model.blocks:
+        depthwise = block_[0][0]
+        assert depthwise.kernel_size == (9, 1) and depthwise.stride == (2, 1)
+        x = block_(x)
+        frames.append(tuple(x.shape[2:]))
+    # Frequency is gone after the stem; each block halves the frames (rounding up).
+    assert frames == [(25, 1), (13, 1), (7, 1), (4, 1)]
+    # Another feature width gets a stem as wide as it.
+    assert specs["tc_ds_cnn"].build((49, 13), 4).stem[0].kernel_size == (3, 13)
 
 
 @pytest.mark.parametrize(

@@ -254,3 +254,52 @@ def test_stream_stage_end_to_end_on_tiny_data(make_dataset, pm, tmp_path: Path):
     test_speakers = set(speakers_for("testing", 3))
     events = json.loads(written)["events"]
     assert {Path(e["file"]).name.split("_")[0] for e in events} <= test_speakers
+
+
+class _FrameLevel:
+    """A stand-in extractor: each 20 ms slice's peak level, in every bin."""
+
+    name = "level"
+
+    def extract(self, audio, config, sample_rate):
+        stride, window = 320, 480
+        frames = 1 + (audio.shape[1] - window) // stride
+        idx = np.arange(frames)[:, None] * stride + np.arange(window)
+        level = np.abs(audio[:, idx]).max(axis=2)
+        return np.repeat(level[:, :, None], 2, axis=2).astype(np.float32)
+
+
+def test_training_stream_examples_hold_whole_keywords_and_cut_other_words(tmp_path: Path):
+    from kwscompress.config import DataConfig, FeatureConfig
+    from kwscompress.stream.training import MIN_OVERLAP_MS, training_stream_examples
+
+    # Keywords are loud (0.5), other words quiet (0.2): a slice's level says what is in it.
+    for i, speaker in enumerate(speakers_for("training", 12)):
+        _write(tmp_path / "yes" / f"{speaker}_nohash_0.wav", _burst(0.3, 0.3, seed=i))
+        quiet = _burst(0.2, 0.5, seed=100 + i)
+        _write(tmp_path / "bed" / f"{speaker}_nohash_0.wav", np.clip(quiet, -0.2, 0.2))
+    for speaker in speakers_for("testing", 3):  # never in a training stream
+        _write(tmp_path / "yes" / f"{speaker}_nohash_0.wav", np.full(SAMPLE_RATE, 0.9, np.float32))
+    data = DataConfig(wanted_words=["yes"], augment_copies=3, background_volume=0.0)
+    examples = training_stream_examples(
+        tmp_path, data, FeatureConfig(bins=2), _FrameLevel(), ["_silence_", "_unknown_", "yes"], 20
+    )
+    assert examples is not None
+    copies, count, frames, _ = examples.features.shape
+    assert (copies, frames) == (3, 49) and count == len(examples.labels) == 20
+    assert sorted(set(examples.labels.tolist())) == [1, 2]
+    for name, label in zip(examples.files, examples.labels, strict=True):
+        assert name.startswith("stream:yes/") == (label == 2)
+    level = examples.features[..., 0]
+    assert level.max() < 0.6  # no test clip was used
+    loud, quiet = level > 0.4, (level > 0.1) & (level < 0.25)
+    for c in range(copies):
+        # A keyword window holds the whole loud part, away from both edges; other windows
+        # hold no keyword and at least MIN_OVERLAP_MS of their quiet word.
+        kw, other = loud[c][examples.labels == 2], loud[c][examples.labels == 1]
+        # 300 ms seen through 30 ms windows every 20 ms: 15 or more slices when whole.
+        assert (kw.sum(axis=1) >= 15).all(), kw.sum(axis=1)
+        assert not other.any()
+        assert (quiet[c][examples.labels == 1].sum(axis=1) >= MIN_OVERLAP_MS // 20 - 1).all()
+    # Each copy places its windows anew.
+    assert not np.array_equal(examples.features[0], examples.features[1])

@@ -126,6 +126,8 @@ class ToyPlugin(DataToys):
 TOY_CONFIG = {
     "data": {"source": "tones", "silence_percentage": 50, "unknown_percentage": 50},
     "features": {"name": "toy"},
+    # TFLM's model: the smallest and fastest, and the numbers the tests check are its own.
+    "model": {"name": "tiny_conv"},
     "train": {"epochs": 3, "batch_size": 8},
     "profile": {"runs": 10, "warmup": 1},
     "sweep": {"workers": 1},

@@ -8,14 +8,21 @@ applied by :func:`kwscompress.train.predict`, never inside the model).
 from __future__ import annotations
 
 from kwscompress import hookimpl
-from kwscompress.models.ds_cnn import DsCnn, DsCnnSpec
+from kwscompress.models.ds_cnn import DsCnn, DsCnnSpec, TcDsCnnSpec
 from kwscompress.models.tiny_conv import TinyConv, TinyConvSpec
 from kwscompress.protocols import ModelSpec
 
-__all__ = ["DsCnn", "DsCnnSpec", "TinyConv", "TinyConvSpec", "kws_register_models"]
+__all__ = [
+    "DsCnn",
+    "DsCnnSpec",
+    "TcDsCnnSpec",
+    "TinyConv",
+    "TinyConvSpec",
+    "kws_register_models",
+]
 
 
 @hookimpl
 def kws_register_models() -> list[ModelSpec]:
-    """Register ``tiny_conv`` and ``ds_cnn``."""
-    return [TinyConvSpec(), DsCnnSpec()]
+    """Register ``tiny_conv``, ``ds_cnn`` and ``tc_ds_cnn``."""
+    return [TinyConvSpec(), DsCnnSpec(), TcDsCnnSpec()]

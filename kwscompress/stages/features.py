@@ -21,6 +21,7 @@ from kwscompress.data.splits import SPLITS
 from kwscompress.progress import progress_bar
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.run import atomic_dir, file_lock, remove_stale_temps
+from kwscompress.stream.training import training_stream_examples
 from kwscompress.train import LabeledFeatures
 
 CHUNK = 256
@@ -113,10 +114,20 @@ def _compute(
                 for copy in decoded.audio
             ]
             stacked = np.stack(copies) if split == "training" else copies[0]
-            splits[split] = LabeledFeatures(stacked, decoded.labels)
+            labels = decoded.labels
             files[split] = [
                 str(c.path.relative_to(index.root)) if c.path else "" for c in decoded.clips
             ]
+            if split == "training" and data.stream_examples > 0:
+                extra = training_stream_examples(
+                    index.root, data, features, extractor, index.labels,
+                    round(data.stream_examples * len(labels)),
+                )  # fmt: skip
+                if extra is not None:
+                    stacked = np.concatenate([stacked, extra.features], axis=1)
+                    labels = np.concatenate([labels, extra.labels])
+                    files[split] += extra.files
+            splits[split] = LabeledFeatures(stacked, labels)
     meta = {
         "cache_key": key,
         "extractor": extractor.name,

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from kwscompress.config import Config
-from kwscompress.data.audio import UnusableAudio, read_clip
-from kwscompress.data.dataset import BACKGROUND_NOISE_DIR, synth_manifest
+from kwscompress.data.dataset import synth_manifest
 from kwscompress.errors import DataError
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.recognizer import RecognizerSettings
@@ -159,7 +158,7 @@ def _measure_split(
         clips, stream_config.minutes * 60, stream_config.keyword_share, slot, rng
     )
     stream = builder.build_stream(
-        chosen, _background(root, data.sample_rate), rng, data.sample_rate, gaps,
+        chosen, builder.background_recordings(root, data.sample_rate), rng, data.sample_rate, gaps,
         stream_config.background_volume, root,
     )  # fmt: skip
     frames = 1 + int((data.clip_duration_ms - features.window_ms) // features.stride_ms)
@@ -242,14 +241,3 @@ def _kinds(events: list[builder.Event]) -> dict[str, int]:
     for event in events:
         counts[event.kind] = counts.get(event.kind, 0) + 1
     return counts
-
-
-def _background(root: Path, sample_rate: int) -> list[np.ndarray]:
-    folder = root / BACKGROUND_NOISE_DIR
-    recordings = []
-    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
-        try:
-            recordings.append(read_clip(path, sample_rate).audio)
-        except UnusableAudio:
-            continue  # the data stage lists unusable files already
-    return recordings

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from kwscompress.data.audio import UnusableAudio, read_clip
+from kwscompress.data.dataset import BACKGROUND_NOISE_DIR
 from kwscompress.data.splits import which_set
 from kwscompress.errors import DataError
 
@@ -213,6 +214,19 @@ def build_stream(
         )
         position += len(piece)
     return Stream(np.clip(audio, -1.0, 1.0).astype(np.float32), sample_rate, events)
+
+
+def background_recordings(root: Path, sample_rate: int) -> list[np.ndarray]:
+    """The dataset's ``_background_noise_`` recordings (unreadable ones are left out: the data
+    stage lists them already)."""
+    folder = Path(root) / BACKGROUND_NOISE_DIR
+    recordings = []
+    for path in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        try:
+            recordings.append(read_clip(path, sample_rate).audio)
+        except UnusableAudio:
+            continue
+    return recordings
 
 
 def _background(

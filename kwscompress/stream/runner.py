@@ -86,12 +86,13 @@ def fresh_frontend_difference(
     sample_rate: int,
     frames: int,
 ) -> dict[str, float | int]:
-    """How far the stream's windows are from the same audio through a fresh frontend.
+    """How far the stream's windows are from the same audio featurized as a clip.
 
-    Training clips each start the frontend afresh; in a stream (and on the device) its noise
-    estimate and gain have settled. For each window ending at one of ``last_slices`` the same
-    samples are run through a fresh frontend, and the mean absolute difference is returned with
-    the mean feature value for scale.
+    A training clip starts the frontend afresh (after the ``micro`` extractor's warm-up, if
+    ``features.warmup_ms`` asks for one); in a stream (and on the device) its noise estimate
+    and gain have been running. For each window ending at one of ``last_slices`` the same
+    samples are featurized as a clip, and the mean absolute difference is returned with the
+    mean feature value for scale.
     """
     stride = round(sample_rate * features.stride_ms / 1000)
     window = round(sample_rate * features.window_ms / 1000)

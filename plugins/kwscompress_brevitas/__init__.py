@@ -1,9 +1,9 @@
 """Built-in quantization plugin: the ``ptq`` and ``qat`` quantizers (Brevitas) and their section.
 
 :class:`~kwscompress_brevitas.quantizers.PtqQuantizer` and
-:class:`~kwscompress_brevitas.quantizers.QatQuantizer` turn a float ``tiny_conv`` or ``ds_cnn``
-into a :class:`~kwscompress_brevitas.qmodels.QuantKwsNet`, whose ``int_graph()`` describes it in
-TFLite's int8 terms. The "Quantization" report section
+:class:`~kwscompress_brevitas.quantizers.QatQuantizer` turn a float ``tiny_conv``, ``ds_cnn`` or
+``tc_ds_cnn`` into a :class:`~kwscompress_brevitas.qmodels.QuantKwsNet`, whose ``int_graph()``
+describes it in TFLite's int8 terms. The "Quantization" report section
 (:class:`~kwscompress_brevitas.section.QuantizationSection`) compares the variants. Brevitas is
 imported only when a model is quantized.
 """

@@ -1,8 +1,9 @@
 """Brevitas versions of the built-in models, built from a trained float model.
 
-A float ``tiny_conv`` or ``ds_cnn`` is read into a :class:`NetSpec` (shapes taken from its
-modules, so a channel-pruned model works too; batch norm folded into the convolution before
-it, as TFLite's converter does), and :class:`QuantKwsNet` rebuilds it from Brevitas quant layers:
+A float ``tiny_conv`` or DS-CNN (``ds_cnn``, ``tc_ds_cnn``) is read into a :class:`NetSpec`
+(shapes taken from its modules, so a channel-pruned model works too; batch norm folded into the
+convolution before it, as TFLite's converter does), and :class:`QuantKwsNet` rebuilds it from
+Brevitas quant layers:
 
 * the input is quantized to 8 bits (unsigned when the features are never negative, as the
   device's ``micro`` features are; signed otherwise);
@@ -42,7 +43,8 @@ from kwscompress.intgraph import IntGraph
 from kwscompress.models import DsCnn, TinyConv
 
 SUPPORTED = {TinyConv: "tiny_conv", DsCnn: "ds_cnn"}
-"""Float model classes this plugin can quantize, with their registry names."""
+"""Float model classes this plugin can quantize, with their family names (``tc_ds_cnn`` is a
+:class:`~kwscompress.models.DsCnn` too)."""
 
 INPUT_BITS = 8
 """Bits of the model input, as on the device."""
@@ -137,7 +139,7 @@ def int8_zero_point(bits: int, signed: bool) -> int:
 
 
 class QuantKwsNet(nn.Module):
-    """A Brevitas-quantized ``tiny_conv`` or ``ds_cnn``: features in, float logits out.
+    """A Brevitas-quantized ``tiny_conv`` or DS-CNN: features in, float logits out.
 
     Build it with :func:`quantize_float_model`. It pickles as its :class:`NetSpec` plus its
     ``state_dict`` (Brevitas' quantizer classes themselves cannot be pickled), so

@@ -3,8 +3,9 @@
 Two routes lead to the file:
 
 ``keras``
-    float and pruned ``tiny_conv`` / ``ds_cnn``: rebuilt in Keras and converted by TensorFlow
-    with the training features as representative dataset (:mod:`kwscompress_tflite.keras_route`).
+    float and pruned ``tiny_conv`` / ``ds_cnn`` / ``tc_ds_cnn``: rebuilt in Keras and converted
+    by TensorFlow with the training features as representative dataset
+    (:mod:`kwscompress_tflite.keras_route`).
 ``bridge``
     quantized variants (a model with ``int_graph()``): the integer graph written as it is
     (:mod:`kwscompress_tflite.bridge`), so the file computes what the quantized model computed.
