@@ -58,6 +58,8 @@ def layer_models(tmp_path_factory) -> dict[str, Path]:
     ``odd_shapes``: PAD (fused into) CONV_2D (VALID, stride 1x2, 3 input channels),
     DEPTHWISE_CONV_2D (multiplier 2, VALID, stride 2, ReLU), PAD, MAX_POOL_2D (VALID), RESHAPE,
     two FULLY_CONNECTED.
+    ``temporal``: PAD + CONV_2D as wide as its input (13 x 1 output), DEPTHWISE_CONV_2D 5x1
+    stride 2x1, pointwise CONV_2D, MEAN, FULLY_CONNECTED, SOFTMAX.
     """
     from kwscompress.tf_import import import_tensorflow
 
@@ -85,6 +87,16 @@ def layer_models(tmp_path_factory) -> dict[str, Path]:
     x = k.layers.Dense(7, activation="relu")(k.layers.Flatten()(x))
     x = k.layers.Softmax()(k.layers.Dense(3)(x))
     models["odd_shapes"] = (k.Model(inp, x), (9, 7, 3))
+    # tc_ds_cnn's shape: a first layer as wide as the features (one output pixel per row), then
+    # 1-D depthwise and pointwise layers over time.
+    inp = k.Input((13, 10, 1), batch_size=1)
+    x = k.layers.ZeroPadding2D(((1, 1), (0, 0)))(inp)
+    x = k.layers.Conv2D(6, (3, 10), activation="relu")(x)
+    x = k.layers.DepthwiseConv2D((5, 1), strides=(2, 1), padding="same", activation="relu")(x)
+    x = k.layers.Conv2D(6, 1, activation="relu")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    x = k.layers.Softmax()(k.layers.Dense(4)(x))
+    models["temporal"] = (k.Model(inp, x), (13, 10, 1))
     paths = {}
     for seed, (name, (model, shape)) in enumerate(models.items()):
         paths[name] = out / f"{name}.tflite"
@@ -106,6 +118,7 @@ def test_micro_speech_host_build_is_bit_exact_with_tflm(tmp_path: Path) -> None:
     [
         ("dscnn_like", {"simd-direct", "simd-depthwise", "simd-fc", "softmax"}),
         ("odd_shapes", {"simd-direct", "direct", "copy", "fused into the next layer", "alias"}),
+        ("temporal", {"simd-direct", "simd-depthwise", "simd-fc"}),
     ],
 )
 def test_every_layer_kind_is_bit_exact_with_tflm(
@@ -114,6 +127,8 @@ def test_every_layer_kind_is_bit_exact_with_tflm(
     ours, ref, gen = _host_and_tflm(layer_models[name], 8, tmp_path, n=64, seed=1)
     assert kernels <= {layer.kernel for layer in gen.layers}
     np.testing.assert_array_equal(ours, ref)
+    if name == "temporal":  # the first layer's pixel blocks run down its single column
+        assert "kws_l1_px4(img + oy * " in gen.source
     # The same code cross-compiled and emulated gives the same bytes as the host build.
     files = toolchain.write_sources(gen, tmp_path)
     emu = Emulator(toolchain.build_cross(files, tmp_path))

@@ -388,10 +388,15 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
     params = _requant_params(em, i, x, f, y, oc, per_tensor_fc=False)
     fused = o.get("fusedActivationFunction", 0)
 
-    pixel_bytes = sw * ic * 2
+    # Neighbouring output pixels of a block share each weight word loaded. They lie along the
+    # row; when a row is one pixel wide (a first layer as wide as the features, as tc_ds_cnn's)
+    # they lie down the column instead: the next pixel is the next output row.
+    along_rows = ow == 1 and oh > 1 and not band
+    pixel_bytes = sh * row_elems * 2 if along_rows else sw * ic * 2
+    count = oh if along_rows else ow
     variants = []
-    npx = next((p for p in CONV_PIXEL_CHOICES if ow % p == 0), CONV_PIXEL_CHOICES[-1])
-    npx = min(npx, ow)
+    npx = next((p for p in CONV_PIXEL_CHOICES if count % p == 0), CONV_PIXEL_CHOICES[-1])
+    npx = min(npx, count)
     for pixels in sorted({npx, 1}, reverse=True):
 
         def block(c: str, g: int, pixels: int = pixels) -> tuple[list[str], int]:
@@ -426,20 +431,32 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
     else:
         fill = _pad_fill_c(src, pad, h, w, ic, top, left, ph, pw, xzp, slack)
         row_start = f"    const uint8_t *row = img + oy * {sh * row_elems * 2};\n"
+    if along_rows:  # blocks of output rows; each output row is one pixel of oc channels
+        loop = (
+            f"  int oy = 0;\n"
+            f"  for (; oy + {npx - 1} < {oh}; oy += {npx})\n"
+            f"    kws_l{i}_px{npx}(img + oy * {pixel_bytes}, dst + oy * {oc}, {wsym});\n"
+            f"  for (; oy < {oh}; ++oy)\n"
+            f"    kws_l{i}_px1(img + oy * {pixel_bytes}, dst + oy * {oc}, {wsym});\n"
+        )
+    else:
+        loop = (
+            f"  for (int oy = 0; oy < {oh}; ++oy) {{\n"
+            f"{row_start}"
+            f"    int8_t *orow = dst + oy * {ow * oc};\n"
+            f"    int ox = 0;\n"
+            f"    for (; ox + {npx - 1} < {ow}; ox += {npx})\n"
+            f"      kws_l{i}_px{npx}(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
+            f"    for (; ox < {ow}; ++ox)\n"
+            f"      kws_l{i}_px1(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
+            f"  }}\n"
+        )
     em.functions.append(
         f"KWS_LAYER void kws_layer{i}(void) {{ /* {op.op} {kh}x{kw} s{sh}x{sw} -> {y.shape} */\n"
         f"{fill}"
         f"  const uint8_t *img = (const uint8_t *){pad};\n"
         f"  int8_t *dst = (int8_t *){dst};\n"
-        f"  for (int oy = 0; oy < {oh}; ++oy) {{\n"
-        f"{row_start}"
-        f"    int8_t *orow = dst + oy * {ow * oc};\n"
-        f"    int ox = 0;\n"
-        f"    for (; ox + {npx - 1} < {ow}; ox += {npx})\n"
-        f"      kws_l{i}_px{npx}(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
-        f"    for (; ox < {ow}; ++ox)\n"
-        f"      kws_l{i}_px1(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
-        f"  }}\n}}"
+        f"{loop}}}"
     )
     em.calls.append(f"kws_layer{i}();")
     macs = oh * ow * oc * kh * kw * ic
