@@ -368,7 +368,15 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
     # When no image row serves two output rows (1x1 convolutions), only the rows of the current
     # output row are widened, into a small band, instead of the whole image.
     band = kh <= sh
-    rows_kept = kh if band else ph
+    # Neighbouring output pixels of a block share each weight word loaded. They lie along the
+    # row; when a row is one pixel wide (tc_ds_cnn: a first layer spanning every bin, and the
+    # 1-D layers after it) they lie down the column instead: the next pixel is the next row.
+    along_rows = ow == 1 and oh > 1
+    count = oh if along_rows else ow
+    npx = next((p for p in CONV_PIXEL_CHOICES if count % p == 0), CONV_PIXEL_CHOICES[-1])
+    npx = min(npx, count)
+    # A band holds the kh rows of each output row of a block, one output row after another.
+    rows_kept = (kh * (npx if along_rows else 1)) if band else ph
     pad = em.scratch(f"s{i}", rows_kept * row_elems * 2 + slack, i)
 
     # Weight words in the order the unrolled code consumes them: block, kh, word, channel.
@@ -388,15 +396,10 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
     params = _requant_params(em, i, x, f, y, oc, per_tensor_fc=False)
     fused = o.get("fusedActivationFunction", 0)
 
-    # Neighbouring output pixels of a block share each weight word loaded. They lie along the
-    # row; when a row is one pixel wide (a first layer as wide as the features, as tc_ds_cnn's)
-    # they lie down the column instead: the next pixel is the next output row.
-    along_rows = ow == 1 and oh > 1 and not band
-    pixel_bytes = sh * row_elems * 2 if along_rows else sw * ic * 2
-    count = oh if along_rows else ow
+    # Bytes from one pixel of a block to the next: a column step (in the band or the image) or
+    # a row step.
+    pixel_bytes = (kh if band else sh) * row_elems * 2 if along_rows else sw * ic * 2
     variants = []
-    npx = next((p for p in CONV_PIXEL_CHOICES if count % p == 0), CONV_PIXEL_CHOICES[-1])
-    npx = min(npx, count)
     for pixels in sorted({npx, 1}, reverse=True):
 
         def block(c: str, g: int, pixels: int = pixels) -> tuple[list[str], int]:
@@ -421,7 +424,7 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
         em.functions.append(_row_fill_fn(f"kws_l{i}_fill", src, h, w, ic, top, left, pw, xzp))
         fill = (
             f"  for (int j = 0; j < {slack // 2}; ++j)\n"
-            f"    ((int16_t *){pad})[{kh * row_elems} + j] = 0;\n"
+            f"    ((int16_t *){pad})[{rows_kept * row_elems} + j] = 0;\n"
         )
         row_start = (
             f"    for (int r = 0; r < {kh}; ++r)\n"
@@ -431,7 +434,25 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
     else:
         fill = _pad_fill_c(src, pad, h, w, ic, top, left, ph, pw, xzp, slack)
         row_start = f"    const uint8_t *row = img + oy * {sh * row_elems * 2};\n"
-    if along_rows:  # blocks of output rows; each output row is one pixel of oc channels
+    if along_rows and band:  # widen each block's rows into the band, then one call
+        fill_rows = (
+            f"    for (int p = 0; p < {{n}}; ++p)\n"
+            f"      for (int r = 0; r < {kh}; ++r)\n"
+            f"        kws_l{i}_fill((int16_t *){pad} + (p * {kh} + r) * {row_elems}, "
+            f"(oy + p) * {sh} + r);\n"
+        )
+        loop = (
+            f"  int oy = 0;\n"
+            f"  for (; oy + {npx - 1} < {oh}; oy += {npx}) {{\n"
+            f"{fill_rows.format(n=npx)}"
+            f"    kws_l{i}_px{npx}(img, dst + oy * {oc}, {wsym});\n"
+            f"  }}\n"
+            f"  for (; oy < {oh}; ++oy) {{\n"
+            f"{fill_rows.format(n=1)}"
+            f"    kws_l{i}_px1(img, dst + oy * {oc}, {wsym});\n"
+            f"  }}\n"
+        )
+    elif along_rows:  # blocks of output rows; each output row is one pixel of oc channels
         loop = (
             f"  int oy = 0;\n"
             f"  for (; oy + {npx - 1} < {oh}; oy += {npx})\n"
