@@ -161,7 +161,7 @@ def _measure_split(
         chosen, builder.background_recordings(root, data.sample_rate), rng, data.sample_rate, gaps,
         stream_config.background_volume, root,
     )  # fmt: skip
-    frames = 1 + int((data.clip_duration_ms - features.window_ms) // features.stride_ms)
+    frames = runner.window_frames(data.clip_duration_ms, features.window_ms, features.stride_ms)
     slices = runner.stream_features(stream.audio, extractor, features, data.sample_rate)
     times, scores = runner.stream_scores(
         model, slices, frames, features.stride_ms, features.window_ms,

@@ -37,6 +37,11 @@ def stream_features(
     return np.asarray(extractor.extract(audio[np.newaxis], features, sample_rate)[0], np.float32)
 
 
+def window_frames(clip_duration_ms: float, window_ms: float, stride_ms: float) -> int:
+    """Slices in one model window: as many as a clip of ``clip_duration_ms`` has."""
+    return 1 + int((clip_duration_ms - window_ms) // stride_ms)
+
+
 def window_times_ms(
     slices: int, frames: int, stride_ms: float, window_ms: float, every: int
 ) -> np.ndarray:

@@ -79,7 +79,7 @@ def training_stream_examples(
         chosen, background, rng, data.sample_rate, GAP_MS, data.background_volume, root
     )
     slices = runner.stream_features(stream.audio, extractor, features, data.sample_rate)
-    frames = 1 + int((data.clip_duration_ms - features.window_ms) // features.stride_ms)
+    frames = runner.window_frames(data.clip_duration_ms, features.window_ms, features.stride_ms)
     span_ms = (frames - 1) * features.stride_ms + features.window_ms
     # Words longer than a window cannot be held whole; they are left out.
     keyword_spans = [(e.start_ms, e.end_ms) for e in stream.events if e.kind == "keyword"]
@@ -92,10 +92,9 @@ def training_stream_examples(
             last = _last_slice(event, frames, features, keyword_spans, copy_rng)
             last = min(max(last, frames - 1), len(slices) - 1)
             out[copy, i] = slices[last - frames + 1 : last + 1]
-    unknown = list(labels).index(UNKNOWN_LABEL)
+    index = {label: i for i, label in enumerate(labels)}
     example_labels = np.array(
-        [list(labels).index(e.word) if e.kind == "keyword" else unknown for e in events],
-        np.int64,
+        [index[e.word if e.kind == "keyword" else UNKNOWN_LABEL] for e in events], np.int64
     )
     return StreamExamples(out, example_labels, [f"stream:{e.file}" for e in events])
 

@@ -142,6 +142,16 @@ class _Emitter:
         self.buffers[name] = Buffer(name, size, op_index, op_index)
         return f"(kws_arena + @{name}@)"
 
+    # ---- layers ----------------------------------------------------------------------------
+    def layer(
+        self, i: int, op: Operator, function: str, kernel: str, macs: int = 0, weights: int = 0
+    ) -> None:
+        """Add op ``i``'s C function ``kws_layer{i}``, its call, and its :class:`LayerInfo`."""
+        self.functions.append(function)
+        self.calls.append(f"kws_layer{i}();")
+        shape = self.model.tensors[op.outputs[0]].shape
+        self.layers.append(LayerInfo(i, op.op, kernel, macs, weights, shape))
+
 
 def generate(model: Model, weight_bits: int = 8) -> GeneratedModel:
     """C source for ``model``; unsupported ops or weights wider than ``weight_bits`` raise."""
@@ -472,16 +482,19 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
             f"      kws_l{i}_px1(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
             f"  }}\n"
         )
-    em.functions.append(
+    macs = oh * ow * oc * kh * kw * ic
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* {op.op} {kh}x{kw} s{sh}x{sw} -> {y.shape} */\n"
         f"{fill}"
         f"  const uint8_t *img = (const uint8_t *){pad};\n"
         f"  int8_t *dst = (int8_t *){dst};\n"
-        f"{loop}}}"
+        f"{loop}}}",
+        "simd-direct",
+        macs,
+        len(words) * 4,
     )
-    em.calls.append(f"kws_layer{i}();")
-    macs = oh * ow * oc * kh * kw * ic
-    em.layers.append(LayerInfo(i, op.op, "simd-direct", macs, len(words) * 4, y.shape))
 
 
 def _blocks(channels: int, per_block: int) -> list[tuple[int, int]]:
@@ -685,16 +698,19 @@ def _emit_matmul(
         body.append("    }")
         if oc % g:
             body.append(_fc_block(str(full), oc % g, kp, unit, bits, bsym, params, y, fused))
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* {op.op} {k} -> {oc}, {rows} rows */\n"
         f"  const uint8_t *wp = {wsym};\n"
         f"  for (int b = 0; b < {rows}; ++b) {{\n"
         f"    const int8_t *xb = (const int8_t *){src} + b * {k};\n"
         f"    int8_t *out = (int8_t *){dst} + b * {oc};\n"
-        f"    wp = {wsym};\n" + "\n".join(body) + "\n  }\n}"
+        f"    wp = {wsym};\n" + "\n".join(body) + "\n  }\n}",
+        "simd-fc",
+        rows * oc * k,
+        len(words) * 4,
     )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(LayerInfo(i, op.op, "simd-fc", rows * oc * k, len(words) * 4, y.shape))
 
 
 def _fc_block(
@@ -771,7 +787,10 @@ def _lower_depthwise(em: _Emitter, i: int, op: Operator) -> None:
     src = em.tensor_buf(op.inputs[0], i)
     dst = em.tensor_buf(op.outputs[0], i)
     widx = f"(ky * {kw} + kx) * {oc} + c"
-    em.functions.append(
+    macs = oh * ow * oc * kh * kw
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* DEPTHWISE_CONV_2D {kh}x{kw} x{mult_ch} */\n"
         f"  const int8_t *in = (const int8_t *){src};\n"
         f"  int8_t *out = (int8_t *){dst};\n"
@@ -788,11 +807,11 @@ def _lower_depthwise(em: _Emitter, i: int, op: Operator) -> None:
         f"        }}\n      }}\n"
         f"      out[(oy * {ow} + ox) * {oc} + c] = "
         f"{_requant_c(f'acc + {bias}[c]', 'c', params, y, fused)};\n"
-        f"    }}\n  }}\n}}"
+        f"    }}\n  }}\n}}",
+        "direct",
+        macs,
+        em.weight_bytes - before,
     )
-    em.calls.append(f"kws_layer{i}();")
-    macs = oh * ow * oc * kh * kw
-    em.layers.append(LayerInfo(i, op.op, "direct", macs, em.weight_bytes - before, y.shape))
 
 
 def _lower_depthwise_pairs(
@@ -836,7 +855,9 @@ def _lower_depthwise_pairs(
         req = _requant_c(f"a{k} + {bias}[{ch}]", ch, params, y, fused)
         lines.append(f"out[{ch}] = {req};")
     body = "\n".join("        " + line for line in lines)
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* DEPTHWISE_CONV_2D {kh}x{kw}, channel pairs */\n"
         f"  int16_t *band = (int16_t *){pad};\n"
         f"  for (int j = 0; j < 4; ++j) band[{kh * row} + j] = 0;\n"
@@ -856,11 +877,10 @@ def _lower_depthwise_pairs(
         f"        const int off = (ox * {sw * c} + c) * 2;\n"
         f"        const uint8_t *wp = {wsym} + c * 2;\n"
         f"{body}\n"
-        f"      }}\n    }}\n  }}\n}}"
-    )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(
-        LayerInfo(i, op.op, "simd-depthwise", oh * ow * c * kh * kw, wvals.size * 2, y.shape)
+        f"      }}\n    }}\n  }}\n}}",
+        "simd-depthwise",
+        oh * ow * c * kh * kw,
+        wvals.size * 2,
     )
 
 
@@ -883,7 +903,9 @@ def _lower_pool(em: _Emitter, i: int, op: Operator) -> None:
         final = "acc = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;"
     else:
         init, step, final = "int32_t acc = -128;", "acc = v > acc ? v : acc;", ""
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* {op.op} {fh}x{fw} */\n"
         f"  const int8_t *in = (const int8_t *){src};\n"
         f"  int8_t *out = (int8_t *){dst};\n"
@@ -899,10 +921,9 @@ def _lower_pool(em: _Emitter, i: int, op: Operator) -> None:
         f"    {final}\n"
         f"    acc = acc < {lo} ? {lo} : acc; acc = acc > {hi} ? {hi} : acc;\n"
         f"    out[(oy * {ow} + ox) * {c} + ch] = (int8_t)acc;\n"
-        f"  }}\n}}"
+        f"  }}\n}}",
+        "direct",
     )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(LayerInfo(i, op.op, "direct", 0, 0, y.shape))
 
 
 def _lower_pad(em: _Emitter, i: int, op: Operator) -> None:
@@ -920,7 +941,9 @@ def _lower_pad(em: _Emitter, i: int, op: Operator) -> None:
     src = em.tensor_buf(op.inputs[0], i)
     dst = em.tensor_buf(op.outputs[0], i)
     top, left = int(pads[1, 0]), int(pads[2, 0])
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* PAD */\n"
         f"  const int8_t *in = (const int8_t *){src};\n"
         f"  int8_t *out = (int8_t *){dst};\n"
@@ -928,10 +951,9 @@ def _lower_pad(em: _Emitter, i: int, op: Operator) -> None:
         f"  for (int r = 0; r < {h}; ++r)\n"
         f"    __builtin_memcpy(out + ((r + {top}) * {ow} + {left}) * {c}, in + r * {w * c}, "
         f"{w * c});\n"
-        f"}}"
+        f"}}",
+        "copy",
     )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(LayerInfo(i, op.op, "copy", 0, 0, y.shape))
 
 
 def _lower_softmax(em: _Emitter, i: int, op: Operator) -> None:
@@ -945,14 +967,15 @@ def _lower_softmax(em: _Emitter, i: int, op: Operator) -> None:
     depth = x.shape[-1]
     src = em.tensor_buf(op.inputs[0], i)
     dst = em.tensor_buf(op.outputs[0], i)
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* SOFTMAX */\n"
         f"  for (int r = 0; r < {x.size // depth}; ++r)\n"
         f"    kws_softmax_s8((const int8_t *){src} + r * {depth}, (int8_t *){dst} + r * {depth}, "
-        f"{depth}, {multiplier}, {left_shift}, {diff_min});\n}}"
+        f"{depth}, {multiplier}, {left_shift}, {diff_min});\n}}",
+        "softmax",
     )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(LayerInfo(i, op.op, "softmax", 0, 0, y.shape))
 
 
 def _lower_reshape(em: _Emitter, i: int, op: Operator) -> None:
@@ -988,7 +1011,9 @@ def _lower_mean(em: _Emitter, i: int, op: Operator) -> None:
     shift -= extra
     src = em.tensor_buf(op.inputs[0], i)
     dst = em.tensor_buf(op.outputs[0], i)
-    em.functions.append(
+    em.layer(
+        i,
+        op,
         f"KWS_LAYER void kws_layer{i}(void) {{ /* MEAN over {h}x{w} */\n"
         f"  const int8_t *in = (const int8_t *){src};\n"
         f"  int8_t *out = (int8_t *){dst};\n"
@@ -996,10 +1021,9 @@ def _lower_mean(em: _Emitter, i: int, op: Operator) -> None:
         f"    int32_t acc = 0;\n"
         f"    for (int p = 0; p < {count}; ++p) acc += in[p * {c} + ch];\n"
         f"    out[ch] = kws_requant(acc - ({xzp * count}), {mult}, {shift}, {yzp}, -128, 127);\n"
-        f"  }}\n}}"
+        f"  }}\n}}",
+        "direct",
     )
-    em.calls.append(f"kws_layer{i}();")
-    em.layers.append(LayerInfo(i, op.op, "direct", 0, 0, y.shape))
 
 
 _LOWER = {
