@@ -2,7 +2,8 @@
 
 "Before" is the default config with the rejection data and training turned off (``tiny_conv``,
 no confusables or other speech, ``_unknown_`` at 25 %, no speed, band-limit or level
-augmentation, no stream examples, no frontend warm-up, plain loss, 200 epochs, no stream stage);
+augmentation, no stream examples, no frontend warm-up, plain loss, no frequency warping, 200
+epochs, no stream stage);
 "after" is the default config (``tc_ds_cnn``, 80 epochs). Both run ``data``, ``features``,
 ``train``, ``evaluate`` (and ``stream`` after) in a fresh process with a fresh cache, compression,
 export and deployment off. On the 2-core reference machine "after" took 54 s more (76 -> 130 s;
@@ -50,6 +51,7 @@ confusables = 0
 other_speech_repeats = 0
 [train]
 class_weights = "none"
+freq_warp = 0.0
 epochs = 200
 lr_step_epochs = 150
 [stream]

@@ -163,6 +163,11 @@ class TrainConfig:
     """``balanced``: each class's loss is weighted by ``clips / (classes * clips of the class)``,
     so every class counts the same however many clips it has (``_unknown_`` has many more than
     a keyword); ``none``: plain cross-entropy."""
+    freq_warp: float = 0.1
+    """Frequency warping of the training features: each example of each batch has its bins
+    stretched or squeezed by a factor drawn from ``1 +- freq_warp`` (vocal tract length
+    perturbation, :func:`kwscompress.train.warp_frequency`), so the model meets more voices
+    than the dataset has; 0 turns it off."""
     seed: int = 0
     """Seed of weight initialisation, dropout and batch order."""
 
@@ -441,6 +446,7 @@ LIMITS: dict[str, Limit] = {
     "train.lr_step_epochs": Limit(1, 100_000),
     "train.lr_gamma": Limit(0, 1, low_open=True),
     "train.weight_decay": Limit(0, 1),
+    "train.freq_warp": Limit(0, 0.25),
     "train.seed": _SEED,
     "estimate.bits": Limit(1, 32),
     "profile.runs": Limit(1, 1_000_000),
@@ -536,7 +542,8 @@ def quick_overrides() -> dict[str, Any]:
         "data": {
             "augment_copies": 1,
             # Ten short epochs on a few dozen clips learn something only from the plain recipe:
-            # the old class mix, no speed, band-limit or level augmentation, plain loss.
+            # the old class mix, no speed, band-limit or level augmentation, plain loss, no
+            # frequency warping.
             "unknown_percentage": 25.0,
             "speed_frequency": 0.0,
             "band_limit_frequency": 0.0,
@@ -550,7 +557,13 @@ def quick_overrides() -> dict[str, Any]:
                 "noise_seconds": 5.0,
             },
         },
-        "train": {"epochs": 10, "batch_size": 16, "lr_step_epochs": 8, "class_weights": "none"},
+        "train": {
+            "epochs": 10,
+            "batch_size": 16,
+            "lr_step_epochs": 8,
+            "class_weights": "none",
+            "freq_warp": 0.0,
+        },
         "stream": {"minutes": 1.0},
         "profile": {"runs": 30, "warmup": 5},
         "compress": {

@@ -1,8 +1,9 @@
 """Training and evaluation of a model on computed features, with per-class reports.
 
 Training is Adam with weight decay and a step learning-rate schedule on the cross-entropy of the
-model's logits. Every random choice (batch order, which augmented copy of a clip an epoch uses,
-dropout) comes from the config's seed, so the same config, seed and data give the same history.
+model's logits, optionally on frequency-warped features (:func:`warp_frequency`). Every random
+choice (batch order, which augmented copy of a clip an epoch uses, warp factors, dropout) comes
+from the config's seed, so the same config, seed and data give the same history.
 After each epoch the model is scored on the validation set; the best epoch's weights are saved
 to a checkpoint and loaded back into the model at the end. See :doc:`/training`.
 """
@@ -155,7 +156,7 @@ def train_model(
         epoch_started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
         train_loss, train_accuracy = _train_epoch(
-            model, optimizer, train, config.batch_size, rng, weights
+            model, optimizer, train, config.batch_size, rng, weights, config.freq_warp
         )
         scheduler.step()
         val_loss, val_accuracy = _loss_and_accuracy(
@@ -267,6 +268,27 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tens
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def warp_frequency(features: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Vocal tract length perturbation on features ``[N, frames, bins]``, one factor per example.
+
+    Output bin ``i`` reads the input at ``factor * i``, interpolating linearly between bins, the
+    same in every frame: a factor below 1 stretches the spectrum up (formants move up as from
+    a shorter vocal tract, and the top bins' content leaves the band), above 1 squeezes it down
+    (the bins that would read past the top bin repeat it). Bin 0 stays where it is.
+    """
+    examples, frames, bins = features.shape
+    index = torch.arange(bins, dtype=features.dtype, device=features.device)
+    position = (factors.to(features).reshape(-1, 1) * index).clamp(0, bins - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    fraction = (position - low).unsqueeze(1)
+
+    def read(at: torch.Tensor) -> torch.Tensor:
+        return torch.gather(features, 2, at.unsqueeze(1).expand(examples, frames, bins))
+
+    return read(low) * (1 - fraction) + read(high) * fraction
+
+
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -274,8 +296,10 @@ def _train_epoch(
     batch_size: int,
     rng: np.random.Generator,
     weights: torch.Tensor | None = None,
+    freq_warp: float = 0.0,
 ) -> tuple[float, float]:
-    """One pass in a random order, each clip as one random copy; returns loss and accuracy."""
+    """One pass in a random order, each clip as one random copy (frequency-warped when
+    ``freq_warp`` > 0); returns loss and accuracy."""
     copies, clips = train.copies, len(train.labels)
     device = next(model.parameters()).device
     chosen = rng.integers(len(copies), size=clips)
@@ -285,6 +309,9 @@ def _train_epoch(
     for start in range(0, clips, batch_size):
         batch = order[start : start + batch_size]
         inputs = torch.from_numpy(copies[chosen[batch], batch]).to(device)
+        if freq_warp > 0:
+            factors = rng.uniform(1 - freq_warp, 1 + freq_warp, size=len(batch))
+            inputs = warp_frequency(inputs, torch.from_numpy(factors))
         targets = torch.from_numpy(train.labels[batch]).to(device)
         logits = model(inputs)
         loss = F.cross_entropy(logits, targets, weight=weights)

@@ -120,7 +120,8 @@ def test_tc_ds_cnn_convolves_over_time_after_a_full_band_stem(
     [
         ("tiny_conv", (49, 1), 4, "does not fit"),
         ("tiny_conv", (49, 40), 1, "at least 2 classes"),
-        ("ds_cnn", (0, 40), 4, "at least 1"),
+        ("ds_cnn", (0, 40), 4, "'ds_cnn'.*at least 1"),
+        ("tc_ds_cnn", (49, 40), 1, "'tc_ds_cnn' needs at least 2 classes"),
     ],
 )
 def test_bad_build_requests_raise_kws_error(

@@ -19,6 +19,7 @@ from kwscompress.train import (
     predict,
     set_seed,
     train_model,
+    warp_frequency,
 )
 
 SHAPE = (49, 40)
@@ -104,6 +105,44 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path: Path) -> None
     first = history(3)
     assert history(3) == first
     assert history(4) != first
+
+
+def test_frequency_warp_moves_formants_and_repeats_the_top_bin() -> None:
+    bins = np.arange(40, dtype=np.float32)
+    # A smooth bump at bin 20 in every frame, and a distinct bottom and top bin.
+    bump = np.exp(-0.5 * ((bins - 20) / 2.0) ** 2)
+    bump[0], bump[-1] = 5.0, 7.0
+    features = torch.from_numpy(np.tile(bump, (3, 4, 1)).astype(np.float32))
+    warped = warp_frequency(features, torch.tensor([1.0, 0.9, 1.1])).numpy()
+
+    np.testing.assert_allclose(warped[0], features[0].numpy(), atol=1e-6)
+    assert np.all(warped[:, :, 0] == 5.0)
+
+    def centre(row: np.ndarray) -> float:
+        middle = row[5:30]  # away from the edge bins
+        return float((middle * bins[5:30]).sum() / middle.sum())
+
+    # Output bin i reads the input at factor * i: the bump lands at 20 / factor.
+    assert centre(warped[1, 0]) == pytest.approx(20 / 0.9, abs=0.15)
+    assert centre(warped[2, 0]) == pytest.approx(20 / 1.1, abs=0.15)
+    # Squeezed down, the bins reading past the top repeat the top bin (39 / 1.1 = 35.5).
+    np.testing.assert_allclose(warped[2, :, 36:], 7.0)
+    assert warped[2, 0, 35] < 7.0
+    # Stretched up, the top bin reads 0.9 * 39 = 35.1: the old top bin has left the band.
+    assert warped[1, 0, -1] == pytest.approx(0.9 * bump[35] + 0.1 * bump[36], abs=1e-6)
+    assert np.allclose(warped[:, 0], warped[:, 3])  # the same warp in every frame
+
+
+def test_frequency_warp_is_seeded_and_changes_training(tmp_path: Path) -> None:
+    def history(**changes: object) -> list[float]:
+        _, result, _ = _train(tmp_path, _config(epochs=2, **changes))
+        return [h["train_loss"] for h in result.history]
+
+    warped = history(freq_warp=0.2)
+    assert history(freq_warp=0.2) == warped
+    assert history(freq_warp=0.0) != warped
+    _, result, _ = _train(tmp_path, _config(freq_warp=0.1))
+    assert result.best_validation_accuracy > 0.8
 
 
 def test_learning_rate_follows_the_step_schedule(tmp_path: Path) -> None:

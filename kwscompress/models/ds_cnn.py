@@ -53,6 +53,7 @@ class DsCnn(nn.Module):
     :param block_kernel: kernel of the depthwise convolutions (padded to keep the size at
         stride 1).
     :param block_stride: their stride.
+    :param name: the component name that error messages give.
     """
 
     def __init__(
@@ -66,11 +67,12 @@ class DsCnn(nn.Module):
         stem_padding: tuple[int, int] = (5, 1),
         block_kernel: tuple[int, int] = (3, 3),
         block_stride: tuple[int, int] = (1, 1),
+        name: str = "ds_cnn",
     ):
         super().__init__()
-        self.input_shape = check_shape("ds_cnn", input_shape, num_classes)
+        self.input_shape = check_shape(name, input_shape, num_classes)
         if filters < 1 or blocks < 0:
-            raise KwsError(f"ds_cnn needs filters >= 1 and blocks >= 0, got {filters}, {blocks}")
+            raise KwsError(f"{name} needs filters >= 1 and blocks >= 0, got {filters}, {blocks}")
         stem_kernel = (stem_kernel[0], stem_kernel[1] or self.input_shape[1])
         # Padding (5, 1) gives TensorFlow's "SAME" output size, 25 x 20 for 49 x 40 features.
         self.stem = _conv_bn_relu(
@@ -134,4 +136,5 @@ class TcDsCnnSpec:
             stem_padding=(1, 0),
             block_kernel=(9, 1),
             block_stride=(2, 1),
+            name=self.name,
         )

@@ -1,8 +1,9 @@
 """The features stage: decode, augment and featurize every split, cached on disk.
 
 The cache key covers everything that changes the numbers: the dataset's file contents and clip
-selection, the data settings that shape augmentation, the extractor's name, plugin version and
-settings. A second run with the same key loads the arrays instead of recomputing them.
+selection, the data settings that shape augmentation, the version of the project's own
+augmentation and training-stream code (:data:`BUILDER_VERSION`), the extractor's name, plugin
+version and settings. A second run with the same key loads the arrays instead of recomputing them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from kwscompress.protocols import FeatureExtractor
 from kwscompress.run import atomic_dir, file_lock, remove_stale_temps
 from kwscompress.stream.training import training_stream_examples
 from kwscompress.train import LabeledFeatures
+
+BUILDER_VERSION = 1
+"""Bumped whenever the project's augmentation or training-stream code starts producing other
+arrays from the same settings (part of the cache key, like an extractor's plugin version)."""
 
 CHUNK = 256
 """Clips per call to the extractor: large enough to amortise its overhead, small for memory."""
@@ -58,6 +63,7 @@ def cache_key(
     blob = json.dumps(
         {
             "dataset": index.fingerprint(),
+            "builder": BUILDER_VERSION,
             "data": shaping,
             "extractor": extractor.name,
             "version": extractor_version,
