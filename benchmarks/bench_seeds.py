@@ -1,0 +1,98 @@
+"""Clip accuracy of one recipe over several training seeds, printed as JSON.
+
+Runs of the same recipe differ by one or two points of test accuracy with the training seed
+alone (weight initialisation, batch order, augmented copies, warp factors), which is as much as
+most single changes to the recipe move it. Compare recipes on the mean and the spread of a few
+seeds, on validation first, not on one run's test split. The features come from the cache (the
+first run of a config computes them); only training and evaluation repeat per seed.
+
+Usage: ``python benchmarks/bench_seeds.py [--config recipe.toml] [--seeds 0 1 2]`` (about
+70 s per seed for the default config on the 2-core reference machine, plus the dataset and
+features on a cold cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kwscompress import Pipeline
+from kwscompress.config import Config
+from kwscompress.train import evaluate, set_seed, train_model
+
+SPLITS = ("validation", "testing")
+
+
+def _train_one(pipe: Pipeline, sets: Any, seed: int, folder: Path) -> dict[str, Any]:
+    config = pipe.config
+    set_seed(seed)
+    model = pipe.pm.component("model", config.model.name).build(sets.shape, len(sets.labels))
+    started = time.perf_counter()
+    result = train_model(
+        model,
+        sets.splits["training"],
+        sets.splits["validation"],
+        dataclasses.replace(config.train, seed=seed),
+        folder / f"seed{seed}.pt",
+    )
+    row: dict[str, Any] = {
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    for split in SPLITS:
+        report = evaluate(model, sets.splits[split], sets.labels, split)
+        per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
+        per_class["total"] = report["accuracy"]
+        row[split] = {k: round(v, 4) for k, v in per_class.items() if v is not None}
+    return row
+
+
+def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for split in SPLITS:
+        summary[split] = {}
+        for name in rows[0][split]:
+            values = [row[split][name] for row in rows]
+            summary[split][name] = {
+                "mean": round(statistics.fmean(values), 4),
+                "min": min(values),
+                "max": max(values),
+            }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="TOML config of the recipe (default: defaults)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+
+    config = Config.from_toml(args.config) if args.config else Config()
+    with tempfile.TemporaryDirectory() as folder:
+        pipe = Pipeline(config, run_dir=Path(folder) / "run")
+        sets = pipe.features(pipe.load_data())
+        rows = [_train_one(pipe, sets, seed, Path(folder)) for seed in args.seeds]
+    print(
+        json.dumps(
+            {
+                "benchmark": "seeds",
+                "config": str(args.config) if args.config else "defaults",
+                "model": config.model.name,
+                "epochs": config.train.epochs,
+                "seeds": rows,
+                "summary": _spread(rows),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
