@@ -1,11 +1,12 @@
 """Training and evaluation of a model on computed features, with per-class reports.
 
 Training is Adam with weight decay and a step learning-rate schedule on the cross-entropy of the
-model's logits, optionally on frequency-warped features (:func:`warp_frequency`). Every random
-choice (batch order, which augmented copy of a clip an epoch uses, warp factors, dropout) comes
-from the config's seed, so the same config, seed and data give the same history.
-After each epoch the model is scored on the validation set; the best epoch's weights are saved
-to a checkpoint and loaded back into the model at the end. See :doc:`/training`.
+model's logits, optionally on frequency-warped (:func:`warp_frequency`) and mixed-up features.
+Every random choice (batch order, which augmented copy of a clip an epoch uses, warp factors,
+mixup partners, dropout) comes from the config's seed, so the same config, seed and data give
+the same history. After each epoch the model is scored on the validation set; the best epoch's
+weights are saved to a checkpoint and loaded back into the model at the end. See
+:doc:`/training`.
 """
 
 from __future__ import annotations
@@ -155,9 +156,7 @@ def train_model(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = _train_epoch(
-            model, optimizer, train, config.batch_size, rng, weights, config.freq_warp
-        )
+        train_loss, train_accuracy = _train_epoch(model, optimizer, train, config, rng, weights)
         scheduler.step()
         val_loss, val_accuracy = _loss_and_accuracy(
             _logits(model, validation.features), validation.labels
@@ -293,28 +292,37 @@ def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train: LabeledFeatures,
-    batch_size: int,
+    config: TrainConfig,
     rng: np.random.Generator,
     weights: torch.Tensor | None = None,
-    freq_warp: float = 0.0,
 ) -> tuple[float, float]:
-    """One pass in a random order, each clip as one random copy (frequency-warped when
-    ``freq_warp`` > 0); returns loss and accuracy."""
+    """One pass in a random order, each clip as one random copy, frequency-warped and mixed up
+    as ``config`` says; returns loss and accuracy (against each example's own label)."""
     copies, clips = train.copies, len(train.labels)
     device = next(model.parameters()).device
     chosen = rng.integers(len(copies), size=clips)
     order = rng.permutation(clips)
     model.train()
     loss_sum, correct = 0.0, 0
-    for start in range(0, clips, batch_size):
-        batch = order[start : start + batch_size]
+    for start in range(0, clips, config.batch_size):
+        batch = order[start : start + config.batch_size]
         inputs = torch.from_numpy(copies[chosen[batch], batch]).to(device)
-        if freq_warp > 0:
-            factors = rng.uniform(1 - freq_warp, 1 + freq_warp, size=len(batch))
+        if config.freq_warp > 0:
+            factors = rng.uniform(1 - config.freq_warp, 1 + config.freq_warp, size=len(batch))
             inputs = warp_frequency(inputs, torch.from_numpy(factors))
         targets = torch.from_numpy(train.labels[batch]).to(device)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, targets, weight=weights)
+        if config.mixup > 0:
+            # mixup (Zhang et al., 2018): each example blended with another of the batch, the
+            # loss blended the same way between their two labels.
+            share = float(rng.beta(config.mixup, config.mixup))
+            partner = torch.from_numpy(rng.permutation(len(batch))).to(device)
+            logits = model(share * inputs + (1 - share) * inputs[partner])
+            loss = share * F.cross_entropy(logits, targets, weight=weights) + (
+                1 - share
+            ) * F.cross_entropy(logits, targets[partner], weight=weights)
+        else:
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets, weight=weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

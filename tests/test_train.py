@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -133,16 +134,29 @@ def test_frequency_warp_moves_formants_and_repeats_the_top_bin() -> None:
     assert np.allclose(warped[:, 0], warped[:, 3])  # the same warp in every frame
 
 
-def test_frequency_warp_is_seeded_and_changes_training(tmp_path: Path) -> None:
+@pytest.mark.parametrize("knob", ["freq_warp", "mixup"])
+def test_batch_augmentation_is_seeded_and_changes_training(tmp_path: Path, knob: str) -> None:
     def history(**changes: object) -> list[float]:
-        _, result, _ = _train(tmp_path, _config(epochs=2, **changes))
+        plain = {"epochs": 2, "freq_warp": 0.0, "mixup": 0.0}
+        _, result, _ = _train(tmp_path, _config(**{**plain, **changes}))
         return [h["train_loss"] for h in result.history]
 
-    warped = history(freq_warp=0.2)
-    assert history(freq_warp=0.2) == warped
-    assert history(freq_warp=0.0) != warped
-    _, result, _ = _train(tmp_path, _config(freq_warp=0.1))
+    augmented = history(**{knob: 0.2})
+    assert history(**{knob: 0.2}) == augmented
+    assert history() != augmented
+    assert history(**{knob: 0.1}) != augmented
+    _, result, _ = _train(tmp_path, _config(**{knob: 0.2}))
     assert result.best_validation_accuracy > 0.8
+
+
+def test_mixup_trains_on_blended_labels(tmp_path: Path) -> None:
+    # Every example blended with another of a different class: the loss cannot reach the
+    # plain loss's floor, because no logits fit both labels at once.
+    train = _toy(60, seed=1)
+    config = _config(epochs=8, freq_warp=0.0, learning_rate=0.01)
+    _, plain, _ = _train(tmp_path, dataclasses.replace(config, mixup=0.0), train)
+    _, mixed, _ = _train(tmp_path, dataclasses.replace(config, mixup=1.0), train)
+    assert plain.history[-1]["train_loss"] < 0.2 < mixed.history[-1]["train_loss"]
 
 
 def test_learning_rate_follows_the_step_schedule(tmp_path: Path) -> None:
@@ -175,7 +189,8 @@ def test_each_epoch_uses_one_augmented_copy_of_every_clip(tmp_path: Path) -> Non
         for i in range(clips):
             features[k, i] = 100 * k + i
     model = _Recorder()
-    config = _config(epochs=epochs, batch_size=6)
+    # Warping and mixup would blend the rows that name their source.
+    config = _config(epochs=epochs, batch_size=6, freq_warp=0.0, mixup=0.0)
     train_model(model, LabeledFeatures(features, labels), _toy(6, 2), config, tmp_path / "c.pt")
 
     rows = torch.cat(model.batches)[:, 0, 0].round().long().tolist()

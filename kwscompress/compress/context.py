@@ -50,7 +50,9 @@ class StepContext:
     def finetune(
         self, model: torch.nn.Module, epochs: int, learning_rate: float | None = None
     ) -> dict[str, Any]:
-        """Train ``model`` in place (Adam, no learning-rate steps) and keep the best epoch."""
+        """Train ``model`` in place and keep the best epoch: Adam without learning-rate steps,
+        otherwise the baseline's training (batch size, weight decay, class weights, frequency
+        warping, mixup)."""
         config = dataclasses.replace(
             self.train_config,
             epochs=epochs,
