@@ -1,10 +1,12 @@
-"""Clip accuracy of one recipe over several training seeds, printed as JSON.
+"""Clip accuracy and the test stream of one recipe over several training seeds, as JSON.
 
 Runs of the same recipe differ by one or two points of test accuracy with the training seed
 alone (weight initialisation, batch order, augmented copies, warp factors), which is as much as
 most single changes to the recipe move it. Compare recipes on the mean and the spread of a few
 seeds, on validation first, not on one run's test split. The features come from the cache (the
-first run of a config computes them); only training and evaluation repeat per seed.
+first run of a config computes them); training, evaluation and, unless ``[stream] enabled`` is
+false, the stream stage (recognizer tuned on the validation stream, scored on the test stream)
+repeat per seed.
 
 Usage: ``python benchmarks/bench_seeds.py [--config recipe.toml] [--seeds 0 1 2]`` (about
 70 s per seed for the default config on the 2-core reference machine, plus the dataset and
@@ -51,16 +53,29 @@ def _train_one(pipe: Pipeline, sets: Any, seed: int, folder: Path) -> dict[str, 
         per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
         per_class["total"] = report["accuracy"]
         row[split] = {k: round(v, 4) for k, v in per_class.items() if v is not None}
+    if config.stream.enabled:
+        stream = pipe.stream(model, sets)
+        row["stream"] = {
+            "recognizer": stream["recognizer"],
+            "false_reject_rate": round(stream["false_reject_rate"], 4),
+            "false_accepts_per_hour": round(stream["false_accepts_per_hour"], 2),
+            "lowest_threshold_false_reject_rate": round(
+                stream["streams"]["testing"]["det"][0]["false_reject_rate"], 4
+            ),
+        }
     return row
 
 
 def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for split in SPLITS:
-        summary[split] = {}
-        for name in rows[0][split]:
-            values = [row[split][name] for row in rows]
-            summary[split][name] = {
+    for part in (*SPLITS, "stream"):
+        if part not in rows[0]:
+            continue
+        names = [k for k, v in rows[0][part].items() if isinstance(v, float | int)]
+        summary[part] = {}
+        for name in names:
+            values = [row[part][name] for row in rows]
+            summary[part][name] = {
                 "mean": round(statistics.fmean(values), 4),
                 "min": min(values),
                 "max": max(values),
