@@ -153,10 +153,10 @@ def _measure_split(
     if not any(c.kind == "keyword" for c in clips):
         raise DataError(f"the {split} split has no clip of a wanted word to put in a stream")
     gaps = (stream_config.gap_min_ms, stream_config.gap_max_ms)
-    slot = sum(gaps) / 2000 + 0.6  # a gap and a word of about 0.6 s
     chosen = builder.choose_events(
-        clips, stream_config.minutes * 60, stream_config.keyword_share, slot, rng
-    )
+        clips, stream_config.minutes * 60, stream_config.keyword_share,
+        builder.slot_seconds(gaps), rng,
+    )  # fmt: skip
     stream = builder.build_stream(
         chosen, builder.background_recordings(root, data.sample_rate), rng, data.sample_rate, gaps,
         stream_config.background_volume, root,

@@ -133,6 +133,11 @@ def source_clips(
     return clips
 
 
+def slot_seconds(gap_ms: tuple[float, float]) -> float:
+    """About how long a stream spends on one word: a word of about 0.6 s and the mean gap."""
+    return sum(gap_ms) / 2000 + 0.6
+
+
 def choose_events(
     clips: Sequence[SourceClip],
     seconds: float,

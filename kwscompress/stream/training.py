@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kwscompress.config import DataConfig, FeatureConfig
+from kwscompress.config import DataConfig, FeatureConfig, StreamConfig
 from kwscompress.data.dataset import UNKNOWN_LABEL
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.stream import builder, runner
 
-GAP_MS = (1200.0, 2500.0)
+GAP_MS = (StreamConfig.gap_min_ms, StreamConfig.gap_max_ms)
 """Silence between words of the training stream (the evaluation streams' default)."""
 
 MIN_OVERLAP_MS = 100.0
@@ -72,7 +72,7 @@ def training_stream_examples(
     if count < 1 or not any(c.kind == "keyword" for c in clips):
         return None
     rng = np.random.default_rng([data.seed, 1])
-    slot = sum(GAP_MS) / 2000 + 0.6  # a gap and a word of about 0.6 s
+    slot = builder.slot_seconds(GAP_MS)
     chosen = builder.choose_events(clips, count * slot, 0.5, slot, rng)
     background = builder.background_recordings(root, data.sample_rate)
     stream = builder.build_stream(
