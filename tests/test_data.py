@@ -138,6 +138,10 @@ def test_training_is_augmented_and_evaluation_is_deterministic(make_dataset) -> 
     speech = training.labels > 1
     # Copies differ (shift and noise), so the features of each epoch differ.
     assert not np.allclose(training.audio[0][speech], training.audio[1][speech])
+    # Copies are made one at a time on demand, and every pass makes the same ones.
+    copies = training.copies()
+    assert next(copies).shape == training.decoded.shape
+    assert all(np.array_equal(a, b) for a, b in zip(training.copies(), training.audio, strict=True))
     first, second = loader.load("validation"), AudioLoader(index, config).load("validation")
     assert first.audio.shape[0] == 1
     assert np.array_equal(first.audio, second.audio)

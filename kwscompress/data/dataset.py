@@ -19,6 +19,7 @@ import json
 import math
 import random
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,33 @@ class ClipRef:
 
 @dataclass
 class SplitAudio:
-    """Decoded clips of one split: ``audio`` is ``[copies, N, samples]`` float32."""
+    """Decoded clips of one split and the split's augmented copies of them.
 
-    audio: np.ndarray
+    The copies are made on demand by :meth:`copies`, one at a time: the training split's six
+    copies of the demo's clips would take 1.5 GB at once.
+    """
+
+    decoded: np.ndarray
+    """The clips as read, ``[N, samples]`` float32 (silence as zeros)."""
     labels: np.ndarray
     clips: list[ClipRef]
+    augment: Callable[[np.random.Generator], np.ndarray]
+    """One augmented copy ``[N, samples]``, drawing from the generator."""
+    count: int
+    """Copies of this split: ``augment_copies`` for training, 1 otherwise."""
+    seed: list[int]
+    """Seed of the generator the copies draw from, in turn."""
+
+    def copies(self) -> Iterator[np.ndarray]:
+        """Each augmented copy ``[N, samples]`` in turn; every call yields the same copies."""
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.count):
+            yield self.augment(rng)
+
+    @property
+    def audio(self) -> np.ndarray:
+        """All copies at once, ``[copies, N, samples]`` (small splits and tests)."""
+        return np.stack(list(self.copies()))
 
 
 @dataclass
@@ -188,7 +211,8 @@ class AudioLoader:
             )
 
     def load(self, split: str) -> SplitAudio:
-        """Decode a split; training gets ``augment_copies`` augmented copies of each clip."""
+        """Decode a split; training gets ``augment_copies`` augmented copies of each clip, made
+        when :meth:`SplitAudio.copies` is iterated."""
         clips = []
         foreground = []
         for clip in self.index.splits[split]:
@@ -203,14 +227,18 @@ class AudioLoader:
         labels = np.array([c.label for c in clips], dtype=np.int64)
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
         training = split == "training"
-        copies = self.config.augment_copies if training else 1
-        # Validation and test noise is drawn from a fixed seed per split: evaluation repeats.
-        rng = np.random.default_rng([self.config.seed, SPLITS.index(split)])
-        audio = np.stack([self._augment(stack, labels, rng, training) for _ in range(copies)])
-        return SplitAudio(audio, labels, clips)
+        return SplitAudio(
+            decoded=stack,
+            labels=labels,
+            clips=clips,
+            augment=functools.partial(self._augment, stack, labels, training=training),
+            count=self.config.augment_copies if training else 1,
+            # Validation and test noise is drawn from a fixed seed per split: evaluation repeats.
+            seed=[self.config.seed, SPLITS.index(split)],
+        )
 
     def _augment(
-        self, clips: np.ndarray, labels: np.ndarray, rng: np.random.Generator, training: bool
+        self, clips: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, training: bool
     ) -> np.ndarray:
         out = np.empty_like(clips)
         config = self.config

@@ -115,9 +115,10 @@ def _compute(
     with progress_bar(f"Extracting {extractor.name} features", total) as advance:
         for split in SPLITS:
             decoded = loader.load(split)
+            # One augmented copy of the audio at a time: only the features are kept.
             copies = [
                 _extract(extractor, copy, features, data.sample_rate, advance)
-                for copy in decoded.audio
+                for copy in decoded.copies()
             ]
             stacked = np.stack(copies) if split == "training" else copies[0]
             labels = decoded.labels
