@@ -49,7 +49,7 @@ class SplitAudio:
     """Decoded clips of one split and the split's augmented copies of them.
 
     The copies are made on demand by :meth:`copies`, one at a time: the training split's six
-    copies of the demo's clips would take 1.5 GB at once.
+    copies of the demo's clips would take 1.7 GB at once.
     """
 
     decoded: np.ndarray
