@@ -180,6 +180,32 @@ def test_sweep_rows_float_first_in_recipe_order(toy_pm, tmp_path: Path) -> None:
     assert summary["evaluated"] == 6 and summary["cached"] == 0 and summary["failed"] == 0
 
 
+def test_variants_with_the_most_training_start_first(toy_pm, tmp_path: Path, monkeypatch) -> None:
+    from kwscompress.executors import LocalExecutor
+
+    started: list[str] = []
+    run = LocalExecutor.run
+
+    def spy(self, task, shared, jobs, options, on_done) -> None:
+        started.extend(job.spec.id for job in jobs)
+        run(self, task, shared, jobs, options, on_done)
+
+    monkeypatch.setattr(LocalExecutor, "run", spy)
+    pipeline = _sweep(toy_pm, tmp_path, RECIPES, sweep={"workers": 1})
+    # A fine-tuned variant would otherwise start after the cheap ones of its recipe; ties keep
+    # the recipe order, and the rows keep the recipe order whatever order the jobs ran in.
+    assert started == [
+        "zero-0.3-ft1",
+        "zero-0.9-ft1",
+        "zero-0.3-ft0",
+        "zero-0.9-ft0",
+        "grid-2b",
+        "grid-8b",
+    ]
+    rows = pipeline.run_record.results["variants"]
+    assert [r["id"] for r in rows][1:3] == ["zero-0.3-ft0", "zero-0.3-ft1"]
+
+
 def test_a_failing_plugin_fails_its_variant_alone(toy_pm, tmp_path: Path) -> None:
     recipes = [
         {"name": "bad", "steps": [{"kind": "prune", "method": "toy_zero", "fail": True}]},

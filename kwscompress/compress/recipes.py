@@ -69,6 +69,12 @@ class VariantSpec:
     steps: list[Step] = field(default_factory=list)
 
     @property
+    def training_epochs(self) -> int:
+        """Epochs of training over all steps (fine-tuning, quantization-aware training): how the
+        sweep guesses which variants take longest."""
+        return sum(int(step.settings.get("epochs", 0)) for step in self.steps)
+
+    @property
     def weight_bits(self) -> int:
         """The last quantize step's weight bits, or 32 for a float variant."""
         bits = 32
