@@ -69,11 +69,6 @@ class SplitAudio:
         for _ in range(self.count):
             yield self.augment(rng)
 
-    @property
-    def audio(self) -> np.ndarray:
-        """All copies at once, ``[copies, N, samples]`` (small splits and tests)."""
-        return np.stack(list(self.copies()))
-
 
 @dataclass
 class DatasetIndex:
