@@ -135,7 +135,7 @@ def test_training_is_augmented_and_evaluation_is_deterministic(make_dataset) -> 
     loader = AudioLoader(index, config)
     training = loader.load("training")
     copies = list(training.copies())
-    assert len(copies) == 3 and copies[0].shape == training.decoded.shape
+    assert len(copies) == 3 and copies[0].shape == (len(training.labels), SAMPLE_RATE)
     speech = training.labels > 1
     # Copies differ (shift and noise), so the features of each epoch differ.
     assert not np.allclose(copies[0][speech], copies[1][speech])

@@ -150,8 +150,8 @@ def test_batch_augmentation_is_seeded_and_changes_training(tmp_path: Path, knob:
 
 
 def test_mixup_trains_on_blended_labels(tmp_path: Path) -> None:
-    # Every example blended with another of a different class: the loss cannot reach the
-    # plain loss's floor, because no logits fit both labels at once.
+    # Examples blended with others, most of another class: the loss cannot reach the plain
+    # loss's floor, because no logits fit both labels of such a blend at once.
     train = _toy(60, seed=1)
     config = _config(epochs=8, freq_warp=0.0, learning_rate=0.01)
     _, plain, _ = _train(tmp_path, dataclasses.replace(config, mixup=0.0), train)

@@ -52,12 +52,11 @@ class SplitAudio:
     copies of the demo's clips would take 1.7 GB at once.
     """
 
-    decoded: np.ndarray
-    """The clips as read, ``[N, samples]`` float32 (silence as zeros)."""
     labels: np.ndarray
     clips: list[ClipRef]
     augment: Callable[[np.random.Generator], np.ndarray]
-    """One augmented copy ``[N, samples]``, drawing from the generator."""
+    """One augmented copy ``[N, samples]`` of the clips as read (silence as zeros), drawing
+    from the generator."""
     count: int
     """Copies of this split: ``augment_copies`` for training, 1 otherwise."""
     seed: list[int]
@@ -223,7 +222,6 @@ class AudioLoader:
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
         training = split == "training"
         return SplitAudio(
-            decoded=stack,
             labels=labels,
             clips=clips,
             augment=functools.partial(self._augment, stack, labels, training=training),
