@@ -140,7 +140,9 @@ def train_model(
 
     started = time.perf_counter()
     device = _device()
-    model.to(device)
+    # A model may name the layout it trains fastest in (DsCnn: channels-last); it goes back
+    # to the default layout afterwards, which export and pruning expect.
+    model.to(device, memory_format=getattr(model, "memory_format", torch.contiguous_format))
     set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(
@@ -181,7 +183,7 @@ def train_model(
             progress(1)
 
     model.load_state_dict(best_state)
-    model.to("cpu")
+    model.to("cpu", memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - started
     return TrainResult(
         history=history,

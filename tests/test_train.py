@@ -13,7 +13,7 @@ from torch import nn
 
 from kwscompress.config import TrainConfig
 from kwscompress.errors import ConfigError, KwsError
-from kwscompress.models import TinyConv
+from kwscompress.models import DsCnn, TinyConv
 from kwscompress.train import (
     LabeledFeatures,
     evaluate,
@@ -106,6 +106,33 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path: Path) -> None
     first = history(3)
     assert history(3) == first
     assert history(4) != first
+
+
+def test_a_model_trains_in_the_layout_it_names_and_comes_back_in_the_default_one(
+    tmp_path: Path,
+) -> None:
+    # DsCnn's 4-D weights have one input channel or a 1x1 kernel, so both layouts count as
+    # contiguous; their strides tell them apart.
+    def strides(layout: torch.memory_format) -> tuple[int, ...]:
+        return torch.empty(4, 4, 1, 1).to(memory_format=layout).stride()
+
+    class Recording(DsCnn):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            seen.append(self.blocks[0][1][0].weight.stride())
+            return super().forward(features)
+
+    seen: list[tuple[int, ...]] = []
+    set_seed(7)
+    model = Recording(SHAPE, CLASSES, filters=4, blocks=1)
+    assert model.memory_format == torch.channels_last
+    assert strides(torch.channels_last) != strides(torch.contiguous_format)
+    train_model(model, _toy(60, 1), _toy(30, 2), _config(epochs=1), tmp_path / "b.pt")
+    # The first call is the output-count probe before training starts.
+    assert len(seen) > 1 and set(seen[1:]) == {strides(torch.channels_last)}
+    pointwise = model.blocks[0][1][0].weight
+    assert pointwise.stride() == strides(torch.contiguous_format)
+    saved = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert torch.equal(saved["blocks.0.1.0.weight"], pointwise)
 
 
 def test_frequency_warp_moves_formants_and_repeats_the_top_bin() -> None:
