@@ -8,9 +8,14 @@ first run of a config computes them); training, evaluation and, unless ``[stream
 false, the stream stage (recognizer tuned on the validation stream, scored on the test stream)
 repeat per seed.
 
-Usage: ``python benchmarks/bench_seeds.py [--config recipe.toml] [--seeds 0 1 2]`` (about
-70 s per seed for the default config on the 2-core reference machine, plus the dataset and
-features on a cold cache).
+The ``ensemble`` record scores the average of the seeds' softmax outputs on each split: how
+much of the gap to a target is the variance between training runs (an average of runs beats
+any one of them by what the runs disagree on) rather than what the model and the features can
+tell apart. ``--filters`` trains a ``tc_ds_cnn`` or ``ds_cnn`` of another width.
+
+Usage: ``python benchmarks/bench_seeds.py [--config recipe.toml] [--seeds 0 1 2] [--filters N]``
+(about 70 s per seed for the default config on the 2-core reference machine, plus the dataset
+and features on a cold cache).
 """
 
 from __future__ import annotations
@@ -24,17 +29,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kwscompress import Pipeline
 from kwscompress.config import Config
-from kwscompress.train import evaluate, set_seed, train_model
+from kwscompress.train import evaluate, predict, set_seed, train_model
 
 SPLITS = ("validation", "testing")
 
 
-def _train_one(pipe: Pipeline, sets: Any, seed: int, folder: Path) -> dict[str, Any]:
+def _train_one(
+    pipe: Pipeline, sets: Any, seed: int, folder: Path, width: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One seed's row, and its softmax outputs on each split for the ensemble."""
     config = pipe.config
     set_seed(seed)
-    model = pipe.pm.component("model", config.model.name).build(sets.shape, len(sets.labels))
+    spec = pipe.pm.component("model", config.model.name)
+    model = spec.build(sets.shape, len(sets.labels), **width)
     started = time.perf_counter()
     result = train_model(
         model,
@@ -48,11 +59,11 @@ def _train_one(pipe: Pipeline, sets: Any, seed: int, folder: Path) -> dict[str, 
         "best_epoch": result.best_epoch,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    scores = {}
     for split in SPLITS:
         report = evaluate(model, sets.splits[split], sets.labels, split)
-        per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
-        per_class["total"] = report["accuracy"]
-        row[split] = {k: round(v, 4) for k, v in per_class.items() if v is not None}
+        row[split] = _recalls(report)
+        scores[split] = predict(model, sets.splits[split].features)
     if config.stream.enabled:
         stream = pipe.stream(model, sets)
         row["stream"] = {
@@ -63,7 +74,29 @@ def _train_one(pipe: Pipeline, sets: Any, seed: int, folder: Path) -> dict[str, 
                 stream["streams"]["testing"]["det"][0]["false_reject_rate"], 4
             ),
         }
-    return row
+    return row, scores
+
+
+def _recalls(report: dict[str, Any]) -> dict[str, float]:
+    per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
+    per_class["total"] = report["accuracy"]
+    return {k: round(v, 4) for k, v in per_class.items() if v is not None}
+
+
+def _ensemble(sets: Any, scores: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Recall per class and accuracy of the seeds' mean softmax on each split."""
+    out = {}
+    for split in SPLITS:
+        mean = np.mean([s[split] for s in scores], axis=0)
+        labels = sets.splits[split].labels
+        predicted = mean.argmax(axis=1)
+        per_class = {
+            name: round(float((predicted[labels == i] == i).mean()), 4)
+            for i, name in enumerate(sets.labels)
+            if (labels == i).any()
+        }
+        out[split] = per_class | {"total": round(float((predicted == labels).mean()), 4)}
+    return out
 
 
 def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,22 +120,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="TOML config of the recipe (default: defaults)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--filters", type=int, help="width of a tc_ds_cnn or ds_cnn")
     args = parser.parse_args()
+    width = {} if args.filters is None else {"filters": args.filters}
 
     config = Config.from_toml(args.config) if args.config else Config()
     with tempfile.TemporaryDirectory() as folder:
         pipe = Pipeline(config, run_dir=Path(folder) / "run")
         sets = pipe.features(pipe.load_data())
-        rows = [_train_one(pipe, sets, seed, Path(folder)) for seed in args.seeds]
+        if width and config.model.name not in ("tc_ds_cnn", "ds_cnn"):
+            parser.error(f"--filters needs model tc_ds_cnn or ds_cnn, not {config.model.name}")
+        runs = [_train_one(pipe, sets, seed, Path(folder), width) for seed in args.seeds]
+    rows = [row for row, _ in runs]
     print(
         json.dumps(
             {
                 "benchmark": "seeds",
                 "config": str(args.config) if args.config else "defaults",
                 "model": config.model.name,
+                "filters": args.filters,
                 "epochs": config.train.epochs,
                 "seeds": rows,
                 "summary": _spread(rows),
+                "ensemble": _ensemble(sets, [scores for _, scores in runs]),
             },
             indent=2,
         )

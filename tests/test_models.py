@@ -113,6 +113,13 @@ def test_tc_ds_cnn_convolves_over_time_after_a_full_band_stem(
     assert frames == [(25, 1), (13, 1), (7, 1), (4, 1)]
     # Another feature width gets a stem as wide as it.
     assert specs["tc_ds_cnn"].build((49, 13), 4).stem[0].kernel_size == (3, 13)
+    # Other widths, for width studies: the same counts with 128 filters.
+    filters = 128
+    stem = 3 * 40 * filters + 2 * filters
+    block = 9 * filters + 2 * filters + filters * filters + 2 * filters
+    wide = specs["tc_ds_cnn"].build((49, 40), 4, filters=filters)
+    assert _params(wide) == stem + 4 * block + filters * 4 + 4 == 88_324
+    assert _params(specs["ds_cnn"].build((49, 40), 4, filters=32)) < 22_660
 
 
 @pytest.mark.parametrize(

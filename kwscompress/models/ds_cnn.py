@@ -120,9 +120,12 @@ class DsCnnSpec:
     name = "ds_cnn"
     description = "DS-CNN small (Hello Edge): conv 64x(10x4)/2 + 4 depthwise-separable blocks"
 
-    def build(self, input_shape: tuple[int, int], num_classes: int) -> DsCnn:
-        """A freshly initialised DS-CNN small."""
-        return DsCnn(input_shape, num_classes)
+    def build(
+        self, input_shape: tuple[int, int], num_classes: int, filters: int = FILTERS
+    ) -> DsCnn:
+        """A freshly initialised DS-CNN small (``filters`` channels: other widths for studies
+        such as ``benchmarks/bench_seeds.py --filters``)."""
+        return DsCnn(input_shape, num_classes, filters=filters)
 
 
 class TcDsCnnSpec:
@@ -133,11 +136,14 @@ class TcDsCnnSpec:
         "temporal DS-CNN: conv 64x(3 x all bins) + 4 depthwise-separable 9x1/2 blocks over time"
     )
 
-    def build(self, input_shape: tuple[int, int], num_classes: int) -> DsCnn:
-        """A freshly initialised temporal DS-CNN (64 filters, four blocks)."""
+    def build(
+        self, input_shape: tuple[int, int], num_classes: int, filters: int = FILTERS
+    ) -> DsCnn:
+        """A freshly initialised temporal DS-CNN (64 filters unless told, four blocks)."""
         return DsCnn(
             input_shape,
             num_classes,
+            filters=filters,
             stem_kernel=(3, 0),
             stem_stride=(1, 1),
             stem_padding=(1, 0),
