@@ -125,11 +125,11 @@ def main() -> None:
     width = {} if args.filters is None else {"filters": args.filters}
 
     config = Config.from_toml(args.config) if args.config else Config()
+    if width and config.model.name not in ("tc_ds_cnn", "ds_cnn"):
+        parser.error(f"--filters needs model tc_ds_cnn or ds_cnn, not {config.model.name}")
     with tempfile.TemporaryDirectory() as folder:
         pipe = Pipeline(config, run_dir=Path(folder) / "run")
         sets = pipe.features(pipe.load_data())
-        if width and config.model.name not in ("tc_ds_cnn", "ds_cnn"):
-            parser.error(f"--filters needs model tc_ds_cnn or ds_cnn, not {config.model.name}")
         runs = [_train_one(pipe, sets, seed, Path(folder), width) for seed in args.seeds]
     rows = [row for row, _ in runs]
     print(
