@@ -33,7 +33,7 @@ import numpy as np
 
 from kwscompress import Pipeline
 from kwscompress.config import Config
-from kwscompress.train import evaluate, predict, set_seed, train_model
+from kwscompress.train import predict, set_seed, train_model
 
 SPLITS = ("validation", "testing")
 
@@ -59,11 +59,8 @@ def _train_one(
         "best_epoch": result.best_epoch,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    scores = {}
-    for split in SPLITS:
-        report = evaluate(model, sets.splits[split], sets.labels, split)
-        row[split] = _recalls(report)
-        scores[split] = predict(model, sets.splits[split].features)
+    scores = {split: predict(model, sets.splits[split].features) for split in SPLITS}
+    row.update({split: _recalls(sets, split, scores[split]) for split in SPLITS})
     if config.stream.enabled:
         stream = pipe.stream(model, sets)
         row["stream"] = {
@@ -77,26 +74,24 @@ def _train_one(
     return row, scores
 
 
-def _recalls(report: dict[str, Any]) -> dict[str, float]:
-    per_class = {k: v["accuracy"] for k, v in report["per_class"].items()}
-    per_class["total"] = report["accuracy"]
-    return {k: round(v, 4) for k, v in per_class.items() if v is not None}
+def _recalls(sets: Any, split: str, scores: np.ndarray) -> dict[str, float]:
+    """Recall of each class present in ``split`` and the accuracy, from softmax ``scores``."""
+    labels = sets.splits[split].labels
+    predicted = scores.argmax(axis=1)
+    per_class = {
+        name: round(float((predicted[labels == i] == i).mean()), 4)
+        for i, name in enumerate(sets.labels)
+        if (labels == i).any()
+    }
+    return per_class | {"total": round(float((predicted == labels).mean()), 4)}
 
 
 def _ensemble(sets: Any, scores: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """Recall per class and accuracy of the seeds' mean softmax on each split."""
-    out = {}
-    for split in SPLITS:
-        mean = np.mean([s[split] for s in scores], axis=0)
-        labels = sets.splits[split].labels
-        predicted = mean.argmax(axis=1)
-        per_class = {
-            name: round(float((predicted[labels == i] == i).mean()), 4)
-            for i, name in enumerate(sets.labels)
-            if (labels == i).any()
-        }
-        out[split] = per_class | {"total": round(float((predicted == labels).mean()), 4)}
-    return out
+    return {
+        split: _recalls(sets, split, np.mean([s[split] for s in scores], axis=0))
+        for split in SPLITS
+    }
 
 
 def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -282,8 +282,8 @@ class SweepConfig:
     """Worker processes of the local executor: 0 (the default) starts one per CPU core, 1 runs
     the variants in this process. Each variant computes on one thread. Measured on the 2-core
     demo machine: the default sweep of ``tiny_conv`` took 65.6 s in this process and 19.1 s with
-    2 workers; the default ``tc_ds_cnn`` sweep's 29 variants add up to 124-127 s of compute and
-    take 62 s with 2 workers (70 s before variants started longest first)."""
+    2 workers; the default ``tc_ds_cnn`` sweep's 29 variants add up to 124-135 s of compute and
+    take 62-67 s with 2 workers (69 s before variants started longest first)."""
     address: str = "auto"
     """Ray only: ``auto``, ``local`` or ``ray://host:port``."""
     num_cpus: float = 1.0

@@ -69,7 +69,7 @@ class NativeRuntime:
         inputs = _as_inputs(int8_inputs, gen, tflite_path)
         files = toolchain.write_sources(gen, out_dir)
         # The cross build is a compiler process of its own: it runs while this one builds and
-        # checks the host build (the demo's MCU stage on two cores: 29.5 -> 17.8 s).
+        # checks the host build (the demo's MCU stage on two cores: 29.5 -> 17.3 s).
         with ThreadPoolExecutor(max_workers=1) as pool:
             cross = pool.submit(toolchain.build_cross, files, out_dir)
             host = toolchain.HostModel(toolchain.build_host(files, out_dir), gen)
