@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from kwscompress.data.dataset import DatasetIndex
+    from kwscompress.rejection import RejectionProbes
     from kwscompress.stages.features import FeatureSets
 
 
@@ -58,6 +59,7 @@ class Pipeline:
         self.index: DatasetIndex | None = None
         self.feature_sets: FeatureSets | None = None
         self.model: torch.nn.Module | None = None
+        self._probes: RejectionProbes | None = None
         # Check every component name now, so a typo fails before minutes of work.
         self.pm.component("dataset", self.config.data.source)
         self.pm.component("feature_extractor", self.config.features.name)
@@ -189,14 +191,12 @@ class Pipeline:
     def evaluate(
         self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
     ) -> dict[str, Any]:
-        """Per-class accuracy on every split, held-out voices and the real reference clips."""
-        from kwscompress.data.dataset import synth_manifest
+        """Per-class accuracy on every split, rejection, held-out voices and the real clips."""
         from kwscompress.stages.evaluation import evaluate_model
 
         sets = feature_sets or self.feature_sets or self.features()
         model = model or self.model or self.train(sets)
         extractor = self.pm.component("feature_extractor", self.config.features.name)
-        root = Path(self.run_record.results.get("data", {}).get("root", ""))
         with self._stage("evaluate") as summary:
             summary["model"] = self.config.model.name
             summary.update(
@@ -206,11 +206,31 @@ class Pipeline:
                     extractor,
                     self.config.features,
                     self.config.data,
-                    synth_manifest(root) if root.name else None,
-                    root=root if root.name else None,
+                    self.rejection_probes(sets),
                 )
             )
         return summary
+
+    def rejection_probes(self, feature_sets: FeatureSets | None = None) -> RejectionProbes:
+        """The clips the evaluate stage and the sweep measure rejection on, featurized once.
+
+        Kept for the pipeline's lifetime and made again only for other feature sets.
+        """
+        from kwscompress.data.dataset import synth_manifest
+        from kwscompress.rejection import collect_probes
+
+        sets = feature_sets or self.feature_sets or self.features()
+        if self._probes is None or self._probes.feature_key != sets.meta.get("cache_key", ""):
+            root = Path(self.run_record.results.get("data", {}).get("root", ""))
+            self._probes = collect_probes(
+                sets,
+                self.pm.component("feature_extractor", self.config.features.name),
+                self.config.features,
+                self.config.data,
+                synth_manifest(root) if root.name else None,
+                root if root.name else None,
+            )
+        return self._probes
 
     def stream(
         self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
@@ -298,7 +318,15 @@ class Pipeline:
         with self._stage("compress") as summary:
             summary.update(
                 compress(
-                    self.pm, self.config, recipes, sets, model, run, self.cache_dir, on_row=tell
+                    self.pm,
+                    self.config,
+                    recipes,
+                    sets,
+                    model,
+                    run,
+                    self.cache_dir,
+                    on_row=tell,
+                    probes=self.rejection_probes(sets),
                 )
             )
         return run.results["variants"]

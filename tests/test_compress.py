@@ -180,6 +180,44 @@ def test_sweep_rows_float_first_in_recipe_order(toy_pm, tmp_path: Path) -> None:
     assert summary["evaluated"] == 6 and summary["cached"] == 0 and summary["failed"] == 0
 
 
+def test_every_row_measures_rejection_like_the_evaluate_stage(toy_pm, tmp_path: Path) -> None:
+    pipeline = Pipeline(_config(RECIPES), plugin_manager=toy_pm, run_dir=tmp_path / "run")
+    evaluation = pipeline.evaluate()
+    rows = {r["id"]: r for r in pipeline.compress()}
+    # The float row is the trained model, scored on the same probes as the evaluate stage.
+    for key in ("rejection", "robustness"):
+        assert rows["float"][key] == evaluation[key]
+    clips = evaluation["rejection"]["words"]["by_kind"]["filler"]["clips"]
+    for row in rows.values():
+        assert set(row["rejection"]) == {
+            "unknown_recall", "non_keyword_clips", "false_accept_rate", "words",
+        }  # fmt: skip
+        assert row["rejection"]["words"]["by_kind"]["filler"]["clips"] == clips
+        assert set(row["robustness"]) == {"clips", "clean", "telephone", "lowpass4k", "fast"}
+    # Each variant is scored with its own model: the stored model gives its row's records.
+    from kwscompress.rejection import score_probes
+    from kwscompress.stages.compress import load_variant_model
+    from kwscompress.train import LabeledFeatures
+
+    test = pipeline.feature_sets.splits["testing"]
+    for variant in ("zero-0.9-ft0", "grid-2b"):
+        model = load_variant_model(pipeline.run_dir, variant)
+        found = score_probes(
+            model, pipeline.rejection_probes(), LabeledFeatures(test.copies[0], test.labels)
+        )
+        assert {k: rows[variant][k] for k in found} == found
+
+
+def test_a_new_row_format_measures_cached_variants_again(toy_pm, tmp_path: Path, monkeypatch):
+    from kwscompress.stages import compress
+
+    first = _sweep(toy_pm, tmp_path, RECIPES[1:], name="first")
+    assert first.run_record.results["compress"]["evaluated"] == 2
+    monkeypatch.setattr(compress, "ROW_FORMAT", compress.ROW_FORMAT + 1)
+    again = _sweep(toy_pm, tmp_path, RECIPES[1:], name="again")
+    assert again.run_record.results["compress"]["evaluated"] == 2
+
+
 def test_variants_with_the_most_training_start_first(toy_pm, tmp_path: Path, monkeypatch) -> None:
     from kwscompress.executors import LocalExecutor
 

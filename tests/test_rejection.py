@@ -11,7 +11,7 @@ from kwscompress.config import Config, SynthConfig, TrainConfig
 from kwscompress.data.dataset import band_limit, change_speed
 from kwscompress.data.synth import builder, confusables
 from kwscompress.errors import ConfigError
-from kwscompress.stages.evaluation import rejection_metrics
+from kwscompress.rejection import rejection_metrics
 from kwscompress.stream.builder import speech_extent
 from kwscompress.train import LabeledFeatures, class_weights, train_model
 
@@ -198,6 +198,25 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
     )  # fmt: skip
     rejection = RejectionSection().render(run)
     assert "87.5 %" in rejection.markdown and "go" in rejection.markdown
+    assert "Every compression variant" not in rejection.markdown  # no sweep yet
+    run.record(
+        "variants",
+        [
+            {"id": "float", "status": "ok", "accuracy": {"testing": 0.9},
+             "rejection": {"unknown_recall": 0.875,
+                           "false_accept_rate": {"yes": 0.02, "no": 0.0625},
+                           "words": {"by_kind": {"confusable": {"rejection_rate": 0.7}}}},
+             "robustness": {"fast": {"accuracy": 0.6}},
+             "held_out_voices": {"held_out_accuracy": 0.85, "seen_accuracy": 0.91}},
+            {"id": "ptq-4b", "status": "ok", "accuracy": {"testing": 0.8},
+             "rejection": {"unknown_recall": 0.625, "false_accept_rate": {"yes": 0.25}}},
+            {"id": "ptq-2b", "status": "failed", "rejection": None},
+        ],
+    )  # fmt: skip
+    table = RejectionSection().render(run).markdown.split("Every compression variant")[1]
+    assert "| float | 90.0 % | 87.5 % | 2.0 % | 6.2 % | 70.0 % |" in table
+    assert "| ptq-4b | 80.0 % | 62.5 % | 25.0 % |" in table and "ptq-2b" not in table
+    assert "85.0 %" in table and "91.0 %" in table and "60.0 %" in table
     assert "1.25 times faster" in rejection.markdown
     streaming = StreamingSection().render(run)
     assert "yet 1" in streaming.markdown and "detection_threshold = 200" in streaming.markdown
@@ -208,12 +227,12 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
     assert "misses most keywords" in StreamingSection().render(run).markdown
 
 
-def test_word_table_and_robustness_cover_every_test_clip(make_dataset, pm):
+def test_probes_cover_every_test_clip_and_score_like_the_model(make_dataset, pm):
     from kwscompress.config import DataConfig, FeatureConfig
     from kwscompress.models.tiny_conv import TinyConv
-    from kwscompress.stages.evaluation import robustness, word_table
+    from kwscompress.rejection import HELD_OUT, SEEN, UNKNOWN_VOICE, collect_probes, score_probes
     from kwscompress.stages.features import FeatureSets
-    from kwscompress.train import LabeledFeatures
+    from kwscompress.train import LabeledFeatures, predict
 
     root = make_dataset(per_split=2)
     labels = ["_silence_", "_unknown_", "yes", "no"]
@@ -221,8 +240,31 @@ def test_word_table_and_robustness_cover_every_test_clip(make_dataset, pm):
     extractor = pm.component("feature_extractor", "spectrogram")
     torch.manual_seed(0)
     model = TinyConv((49, 40), 4)
-    manifest = {"words": {"confusables": {"yes": ["cat"]}}}
-    table = word_table(model, root, extractor, features, data, labels, manifest)
+    files = ["yes/" + p.name for p in sorted((root / "yes").glob("*.wav"))][:2]
+    held, seen = (f.split("/")[1].split("_")[0] for f in files)
+    manifest = {
+        "words": {"confusables": {"yes": ["cat"]}},
+        "speakers": [
+            {"speaker_id": held, "held_out": True},
+            {"speaker_id": seen, "held_out": False},
+        ],
+        "held_out_families": ["en-gb-x-rp"],
+    }
+    test = LabeledFeatures(
+        extractor.extract(np.zeros((3, SAMPLE_RATE), np.float32), features, SAMPLE_RATE),
+        np.array([2, 2, 0]),
+    )
+    empty = LabeledFeatures(np.zeros((1, 49, 40), np.float32), np.array([0]))
+    sets = FeatureSets(
+        labels, {"training": empty, "validation": empty, "testing": test},
+        {"training": [""], "validation": [""], "testing": [*files, ""]}, {"cache_key": "k"},
+    )  # fmt: skip
+    probes = collect_probes(sets, extractor, features, data, manifest, root)
+    assert probes.feature_key == "k"
+    assert probes.voices.tolist() == [HELD_OUT, SEEN, UNKNOWN_VOICE]
+    found = score_probes(model, probes, test)
+
+    table = found["rejection"]["words"]
     assert set(table["words"]) == {"cat", "dog"}  # every non-keyword folder, not the keywords
     assert table["words"]["cat"]["kind"] == "confusable"
     assert table["words"]["cat"]["confusable_of"] == ["yes"]
@@ -231,14 +273,41 @@ def test_word_table_and_robustness_cover_every_test_clip(make_dataset, pm):
         sum(row["heard_as"].values()) == row["clips"] == 2 for row in table["words"].values()
     )
     assert table["by_kind"]["filler"]["clips"] == 2
-    files = ["yes/" + p.name for p in sorted((root / "yes").glob("*.wav"))][:2]
-    test = LabeledFeatures(np.zeros((3, 49, 40), np.float32), np.array([2, 2, 0]))
-    empty = LabeledFeatures(np.zeros((1, 49, 40), np.float32), np.array([0]))
-    sets = FeatureSets(
-        labels, {"training": empty, "validation": empty, "testing": test},
-        {"training": [""], "validation": [""], "testing": [*files, ""]}, {},
-    )  # fmt: skip
-    copies = robustness(model, sets, root, extractor, features, data)
+
+    copies = found["robustness"]
     assert copies["clips"] == 2  # the silence clip has no file
     assert set(copies) == {"clips", "clean", "telephone", "lowpass4k", "fast"}
-    assert all(0.0 <= copies[k]["accuracy"] <= 1.0 for k in ("clean", "fast"))
+    # The clean copy is the test files as recorded: the model's own predictions on them.
+    clean = predict(model, probes.copies["clean"]).argmax(axis=1)
+    assert copies["clean"]["accuracy"] == pytest.approx(float((clean == 2).mean()))
+
+    predicted = predict(model, test.features).argmax(axis=1)
+    correct = predicted == test.labels
+    voices = found["held_out_voices"]
+    assert voices["families"] == ["en-gb-x-rp"]
+    assert (voices["held_out_samples"], voices["seen_samples"]) == (1, 1)
+    assert voices["held_out_accuracy"] == float(correct[0])
+    assert voices["seen_accuracy"] == float(correct[1])
+    # The confusion the rejection record comes from is the model's on the test features.
+    non_keyword = predicted[test.labels < 2]
+    rates = found["rejection"]["false_accept_rate"]
+    assert rates["yes"] == float((non_keyword == 2).mean())
+
+
+def test_probes_without_files_or_manifest_give_the_confusion_metrics_only(pm):
+    from kwscompress.config import DataConfig, FeatureConfig
+    from kwscompress.models.tiny_conv import TinyConv
+    from kwscompress.rejection import collect_probes, score_probes
+    from kwscompress.stages.features import FeatureSets
+
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    test = LabeledFeatures(np.zeros((2, 49, 40), np.float32), np.array([1, 2]))
+    sets = FeatureSets(
+        labels, {"training": test, "validation": test, "testing": test},
+        {"training": ["", ""], "validation": ["", ""], "testing": ["", ""]}, {},
+    )  # fmt: skip
+    extractor = pm.component("feature_extractor", "spectrogram")
+    probes = collect_probes(sets, extractor, FeatureConfig(), DataConfig(), None, None)
+    found = score_probes(TinyConv((49, 40), 4), probes, test)
+    assert set(found) == {"rejection"}
+    assert found["rejection"]["non_keyword_clips"] == 1

@@ -27,12 +27,16 @@ from kwscompress.errors import component_failure
 from kwscompress.estimate import weight_bytes
 from kwscompress.plugins import PluginManager, get_plugin_manager
 from kwscompress.profile import forward_times_ms
+from kwscompress.rejection import RejectionProbes, score_probes
 from kwscompress.train import LabeledFeatures, evaluate, set_seed
 
 LATENCY_RUNS = 50
 """Timed batch-1 forward passes per variant; the median is kept."""
 LATENCY_WARMUP = 5
 """Untimed passes before them."""
+ROW_FORMAT = 2
+"""Version of what :func:`measure` records, part of every variant's cache key: raise it when a
+row gains or changes a measurement, so rows cached in the old format are measured again."""
 
 
 @dataclass
@@ -47,6 +51,8 @@ class SweepPayload:
     train_config: TrainConfig
     finetune_learning_rate: float
     estimator: str
+    probes: RejectionProbes | None = None
+    """The rejection probes every row is scored on (none: rows without rejection records)."""
     plugin_manager: PluginManager | None = field(default=None, compare=False)
     """The caller's manager; never pickled (a worker loads its own)."""
 
@@ -139,7 +145,7 @@ def new_row(spec: VariantSpec, key: str) -> dict[str, Any]:
 def measure(
     model: torch.nn.Module, skeleton: torch.nn.Module, payload: SweepPayload, weight_bits: int
 ) -> dict[str, Any]:
-    """Accuracy per split, sizes and host latency of a variant (or of the float model).
+    """Accuracy per split, rejection, sizes and host latency of a variant (or the float model).
 
     ``skeleton`` is the float model the variant's shape comes from (the model itself for float
     and pruned variants, the model before quantization otherwise): parameters, MACs and
@@ -153,7 +159,7 @@ def measure(
     estimate = estimator.estimate(skeleton, (1, *payload.input_shape))
     parameters = sum(p.numel() for p in skeleton.parameters())
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in skeleton.parameters())
-    return {
+    found = {
         "accuracy": accuracy,
         "parameters": parameters,
         "nonzero_parameters": nonzero,
@@ -161,6 +167,12 @@ def measure(
         "weight_bytes": weight_bytes(skeleton, weight_bits),
         "host_latency_ms": host_latency_ms(model, payload.input_shape),
     }
+    if payload.probes is not None:
+        test = payload.splits["testing"]
+        found.update(
+            score_probes(model, payload.probes, LabeledFeatures(test.copies[0], test.labels))
+        )
+    return found
 
 
 def host_latency_ms(model: torch.nn.Module, input_shape: tuple[int, int]) -> float:

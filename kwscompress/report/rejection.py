@@ -2,7 +2,8 @@
 
 ``Rejection`` (order 45) shows the ``_unknown_`` recall, each wanted word's false-accept rate,
 the table of confusable words (what each was heard as) and accuracy on the band-limited and
-fast test copies, from ``results["evaluate"]``. ``Streaming`` (order 46) shows the stream
+fast test copies, from ``results["evaluate"]``, and the same for every compression variant
+(``results["variants"]``). ``Streaming`` (order 46) shows the stream
 evaluation: hits, misses, false accepts per hour, the chosen recognizer settings and the DET
 curves, from ``results["stream"]``. Registered through the ``rejection_report`` entry point.
 """
@@ -61,6 +62,7 @@ class RejectionSection:
         if words:
             parts.append(_word_tables(words, list(rates)))
         parts.append(_robustness(evaluation.get("robustness"), list(rates)))
+        parts.append(_variants(run.results.get("variants"), list(rates)))
         return blocks.combine(*parts)
 
 
@@ -310,6 +312,61 @@ def _robustness(robustness: dict[str, Any] | None, keywords: list[str]) -> Secti
             rows,
             caption=f"The {robustness.get('clips', 0)} test clips with a file (silence left "
             "out), altered.",
+        ),
+    )
+
+
+def _variants(rows: Any, keywords: list[str]) -> SectionContent | None:
+    """Every sweep variant's rejection beside the float model's (rows scored on the probes)."""
+    scored = [r for r in rows or [] if r.get("status") == "ok" and r.get("rejection")]
+    if not scored:
+        return None
+    kinds = ("confusable", "filler", "other")
+    body = []
+    for row in scored:
+        rejection = row["rejection"]
+        by_kind = (rejection.get("words") or {}).get("by_kind", {})
+        copies = row.get("robustness") or {}
+        voices = row.get("held_out_voices") or {}
+        values = [
+            (row.get("accuracy") or {}).get("testing"),
+            rejection.get("unknown_recall"),
+            *((rejection.get("false_accept_rate") or {}).get(k) for k in keywords),
+            *((by_kind.get(kind) or {}).get("rejection_rate") for kind in kinds),
+            *((copies.get(name) or {}).get("accuracy") for name in ("telephone", "lowpass4k")),
+            (copies.get("fast") or {}).get("accuracy"),
+            voices.get("held_out_accuracy"),
+            voices.get("seen_accuracy"),
+        ]
+        body.append(
+            [
+                Cell(row.get("id", ""), sort=row.get("id", "")),
+                *(Cell(fmt_percent(v), sort=v if v is not None else "") for v in values),
+            ]
+        )
+    headers = [
+        "variant",
+        "test",
+        "_unknown_ recall",
+        *(f"accepted as {k}" for k in keywords),
+        "confusables rejected",
+        "fillers rejected",
+        "other speech rejected",
+        "telephone",
+        "4 kHz",
+        "fast",
+        "held-out voices",
+        "seen voices",
+    ]
+    return blocks.combine(
+        blocks.heading("Every compression variant"),
+        blocks.paragraph(
+            "The same measurements for every variant of the sweep, the float model first: "
+            "compression can keep the overall accuracy and still lose rejection, or the "
+            "band-limited and fast speech."
+        ),
+        blocks.table(
+            headers, body, caption=f"{len(scored)} variants. Click a header to sort.", sortable=True
         ),
     )
 

@@ -25,6 +25,7 @@ import torch
 from kwscompress import __version__
 from kwscompress.compress.recipes import FLOAT_ID, VariantSpec, expand_recipes
 from kwscompress.compress.variant import (
+    ROW_FORMAT,
     SweepPayload,
     VariantJob,
     VariantOutcome,
@@ -36,6 +37,7 @@ from kwscompress.config import Config, RecipeConfig
 from kwscompress.errors import component_failure
 from kwscompress.plugins import PluginManager
 from kwscompress.progress import progress_bar
+from kwscompress.rejection import RejectionProbes
 from kwscompress.run import Run, atomic_dir, atomic_path, remove_stale_temps, write_json
 from kwscompress.stages.features import FeatureSets
 
@@ -52,8 +54,12 @@ def compress(
     run: Run,
     cache_dir: Path,
     on_row: VariantCallback,
+    probes: RejectionProbes | None = None,
 ) -> dict[str, Any]:
     """Run the sweep of ``recipes`` and return the stage summary.
+
+    With ``probes``, every row (the float model's too) records the variant's rejection,
+    robustness and held-out voices as the evaluate stage does for the trained model.
 
     ``run.results["variants"]`` holds the rows when this returns (and holds every finished row
     while it runs).
@@ -68,6 +74,7 @@ def compress(
         train_config=config.train,
         finetune_learning_rate=config.compress.finetune_learning_rate,
         estimator=config.estimate.estimator,
+        probes=probes,
         plugin_manager=pm,
     )
     baseline_hash = state_hash(payload.baseline_state)
@@ -168,6 +175,7 @@ def variant_key(
             "estimator": config.estimate.estimator,
             "versions": versions,
             "kwscompress": __version__,
+            "row_format": ROW_FORMAT,
         },
         sort_keys=True,
     )
