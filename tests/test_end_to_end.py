@@ -130,6 +130,10 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
     assert rows["channel-0.5-ft0"]["parameters"] == channel == 9796
     assert rows["magnitude-0.5-ft0"]["nonzero_parameters"] < 0.55 * 27780
     assert rows["ptq-4b"]["weight_bytes"] < rows["ptq-8b"]["weight_bytes"] < 27780 * 4
+    # Every variant's rejection is measured as the trained model's is; the float row's is its.
+    for key in ("rejection", "robustness", "held_out_voices"):
+        assert rows["float"][key] == results["evaluate"][key]
+        assert all(key in row for row in rows.values())
     run_dir = base / "runs" / "demo-quick"
     for variant in ("float", "ptq-8b", "qat-8b"):
         tflite = rows[variant]["export"]["tflite"]
