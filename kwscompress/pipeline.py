@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from kwscompress.data.dataset import DatasetIndex
     from kwscompress.rejection import RejectionProbes
     from kwscompress.stages.features import FeatureSets
+    from kwscompress.stages.stream import BuiltStream
 
 
 def default_cache_dir() -> Path:
@@ -60,6 +61,7 @@ class Pipeline:
         self.feature_sets: FeatureSets | None = None
         self.model: torch.nn.Module | None = None
         self._probes: RejectionProbes | None = None
+        self._streams: dict[str, BuiltStream] = {}
         # Check every component name now, so a typo fails before minutes of work.
         self.pm.component("dataset", self.config.data.source)
         self.pm.component("feature_extractor", self.config.features.name)
@@ -249,7 +251,15 @@ class Pipeline:
         root = Path(self.run_record.results["data"]["root"])
         with self._stage("stream") as summary:
             summary.update(
-                run_stream_stage(self.config, extractor, model, root, sets.labels, self.run_record)
+                run_stream_stage(
+                    self.config,
+                    extractor,
+                    model,
+                    root,
+                    sets.labels,
+                    self.run_record,
+                    built=self._streams,
+                )
             )
         return summary
 
@@ -397,6 +407,7 @@ class Pipeline:
         files: dict[str, Path] = {}
         with self._stage("deploy") as summary:
             for variant_id in chosen:
+                self._stream_variant(variant_id)
                 inputs = firmware_inputs(run.results, run.path, variant_id, self.config.recognizer)
                 folder = Path(out) if out else run.subdir("firmware") / variant_id
                 files = render_firmware(
@@ -409,10 +420,44 @@ class Pipeline:
                 )
                 row = next(r for r in run.results["variants"] if r["id"] == variant_id)
                 row.setdefault("deploy", {}).update(firmware_record(files, folder))
-                source = recognizer_settings(run.results, self.config.recognizer)[1]
+                source = recognizer_settings(run.results, self.config.recognizer, variant_id)[1]
                 row["deploy"]["recognizer_source"] = source
                 summary[variant_id] = {"backend": backend, "dir": str(folder)}
         return files
+
+    def _stream_variant(self, variant_id: str) -> None:
+        """Tune the recognizer for a variant about to be deployed, on its own streams.
+
+        The variant's scores are not the trained model's (a quantized model is more or less
+        sure of the same words), so the threshold chosen for the trained model need not suit
+        it. Runs when the stream stage ran in this run and the dataset is still there; the
+        record goes to the variant's row as ``stream``.
+        """
+        from kwscompress.stages.compress import load_variant_model
+        from kwscompress.stages.stream import run_stream_stage
+
+        results = self.run_record.results
+        row = next((r for r in results.get("variants") or [] if r.get("id") == variant_id), None)
+        root = Path((results.get("data") or {}).get("root") or "")
+        model_file = self.run_dir / "variants" / f"{variant_id}.pt"
+        if (
+            row is None
+            or "stream" in row
+            or not self.config.stream.enabled
+            or not results.get("stream")
+            or not (root.name and root.is_dir() and model_file.is_file())
+        ):
+            return
+        labels = (results.get("evaluate") or {}).get("labels") or results["data"]["labels"]
+        row["stream"] = run_stream_stage(
+            self.config,
+            self.pm.component("feature_extractor", self.config.features.name),
+            load_variant_model(self.run_dir, variant_id),
+            root,
+            labels,
+            built=self._streams,
+        )
+        self.run_record.record("variants", results["variants"])
 
     def report(self) -> dict[str, Path]:
         """Write ``report.html`` and ``report.md`` from what the run has recorded so far."""

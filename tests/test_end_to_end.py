@@ -152,6 +152,15 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
     assert rows["float"]["export"]["onnx"]["agrees"] is True
     sketch = Path(rows["qat-8b"]["deploy"]["firmware"])
     assert (sketch / "kws_qat_8b" / "kws_qat_8b.ino").is_file()
+    # The deployed variant ran on the same streams as the trained model (same words, same
+    # length) and the firmware takes the recognizer tuned for it, when that one is usable.
+    own = rows["qat-8b"]["stream"]
+    assert own["hours"] == results["stream"]["hours"]
+    assert own["streams"]["testing"]["words"] == results["stream"]["streams"]["testing"]["words"]
+    assert own["hits"] + own["misses"] == results["stream"]["hits"] + results["stream"]["misses"]
+    source = rows["qat-8b"]["deploy"]["recognizer_source"]
+    usable = own["tuned"] and own["validation_at_chosen"]["false_reject_rate"] <= 0.5
+    assert source.startswith("tuned on variant qat-8b's" if usable else "[recognizer] config")
     html = (run_dir / "report.html").read_text()
     for section in ("variants", "quantization", "pruning", "deployment"):
         assert f'id="{section}"' in html, section

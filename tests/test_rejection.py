@@ -222,6 +222,16 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
     assert "yet 1" in streaming.markdown and "detection_threshold = 200" in streaming.markdown
     assert (tmp_path / "run" / "plots" / "det-curves.png").stat().st_size > 1000
     assert "misses most keywords" not in streaming.markdown
+    assert "Deployed variants" not in streaming.markdown
+    variant_stream = {
+        "recognizer": {"average_window_ms": 750, "detection_threshold": 190},
+        "false_reject_rate": 0.2, "false_accepts_per_hour": 6.0,
+        "at_configured_threshold": {"false_reject_rate": 0.5, "false_accepts_per_hour": 20.0},
+    }  # fmt: skip
+    run.record("variants", [{"id": "float"}, {"id": "qat-8b", "stream": variant_stream}])
+    deployed = StreamingSection().render(run).markdown.split("Deployed variants")[1]
+    assert "| trained model | 1000 ms, 200 | 10.0 % | 4.0 |" in deployed
+    assert "| qat-8b | 750 ms, 190 | 20.0 % | 6.0 | 50.0 % | 20.0 |" in deployed
     run.results["stream"]["false_reject_rate"] = 0.9
     (tmp_path / "run" / "plots" / "det-curves.png").unlink()
     assert "misses most keywords" in StreamingSection().render(run).markdown

@@ -12,7 +12,7 @@ import soundfile
 import torch
 from support import SAMPLE_RATE, speakers_for
 
-from kwscompress.config import Config
+from kwscompress.config import Config, RecognizerConfig
 from kwscompress.errors import KwsError
 from kwscompress.recognizer import RecognizerSettings, recognize_stream
 from kwscompress.stream import builder, runner, tuning
@@ -303,3 +303,31 @@ def test_training_stream_examples_hold_whole_keywords_and_cut_other_words(tmp_pa
         assert (quiet[c][examples.labels == 1].sum(axis=1) >= MIN_OVERLAP_MS // 20 - 1).all()
     # Each copy places its windows anew.
     assert not np.array_equal(examples.features[0], examples.features[1])
+
+
+def test_firmware_takes_the_recognizer_tuned_for_the_deployed_variant():
+    from kwscompress.stages.deploy import recognizer_settings
+
+    def tuned(threshold: int, misses: float) -> dict:
+        return {
+            "tuned": True,
+            "recognizer": {"average_window_ms": 750, "detection_threshold": threshold},
+            "validation_at_chosen": {"threshold": threshold, "false_reject_rate": misses},
+        }
+
+    configured = RecognizerConfig()
+    results = {"stream": tuned(230, 0.4), "variants": [{"id": "float"}, {"id": "qat-8b"}]}
+    settings, source = recognizer_settings(results, configured, "qat-8b")
+    assert settings["detection_threshold"] == 230
+    assert source == "tuned on the trained model's validation stream"
+    results["variants"][1]["stream"] = tuned(190, 0.3)
+    settings, source = recognizer_settings(results, configured, "qat-8b")
+    assert settings["detection_threshold"] == 190
+    assert source == "tuned on variant qat-8b's validation stream"
+    # Another variant has no stream of its own: the trained model's settings.
+    assert recognizer_settings(results, configured, "float")[0]["detection_threshold"] == 230
+    # Settings that miss most keywords on validation are not flashed.
+    results["variants"][1]["stream"] = tuned(250, 0.9)
+    settings, source = recognizer_settings(results, configured, "qat-8b")
+    assert settings["detection_threshold"] == configured.detection_threshold
+    assert source.startswith("[recognizer] config (the tuned threshold missed 90%")

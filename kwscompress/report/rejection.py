@@ -5,7 +5,8 @@ the table of confusable words (what each was heard as) and accuracy on the band-
 fast test copies, from ``results["evaluate"]``, and the same for every compression variant
 (``results["variants"]``). ``Streaming`` (order 46) shows the stream
 evaluation: hits, misses, false accepts per hour, the chosen recognizer settings and the DET
-curves, from ``results["stream"]``. Registered through the ``rejection_report`` entry point.
+curves, from ``results["stream"]``, and the deployed variants' own streams (their rows'
+``stream``). Registered through the ``rejection_report`` entry point.
 """
 
 from __future__ import annotations
@@ -206,7 +207,51 @@ class StreamingSection:
                     "test solid); the dot marks the chosen threshold, the line the target rate.",
                 )
             )
+        parts.append(_deployed_streams(stream, run.results.get("variants")))
         return blocks.combine(*parts)
+
+
+def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | None:
+    """The deployed variants on the same streams, each with the recognizer tuned for it."""
+    streamed = [r for r in rows or [] if r.get("stream")]
+    if not streamed:
+        return None
+    body = []
+    for name, stream in [("trained model", trained)] + [(r["id"], r["stream"]) for r in streamed]:
+        recognizer = stream.get("recognizer") or {}
+        configured = stream.get("at_configured_threshold") or {}
+        body.append(
+            [
+                name,
+                f"{recognizer.get('average_window_ms', MISSING)} ms, "
+                f"{recognizer.get('detection_threshold', MISSING)}",
+                fmt_percent(stream.get("false_reject_rate")),
+                _rate(stream.get("false_accepts_per_hour")),
+                fmt_percent(configured.get("false_reject_rate")),
+                _rate(configured.get("false_accepts_per_hour")),
+            ]
+        )
+    return blocks.combine(
+        blocks.heading("Deployed variants"),
+        blocks.paragraph(
+            "A deployed variant runs on the same streams and has its recognizer tuned on its "
+            "own validation stream: a quantized model is more or less sure of the same words "
+            "than the trained one, so the threshold chosen for one need not suit the other. "
+            "The firmware renders the variant's own settings."
+        ),
+        blocks.table(
+            [
+                "model",
+                "window, threshold",
+                "false rejects",
+                "false accepts / hour",
+                "false rejects (configured)",
+                "false accepts / hour (configured)",
+            ],
+            body,
+            caption="Test stream, at each model's tuned and at the configured recognizer.",
+        ),
+    )
 
 
 def det_figure(

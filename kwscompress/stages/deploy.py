@@ -44,7 +44,7 @@ def firmware_inputs(
             f"variant {variant_id!r} has no verified TFLite export; add it to [export] variants "
             f"(exported: {', '.join(str(e) for e in exported) or 'none'})"
         )
-    settings, _ = recognizer_settings(results, recognizer)
+    settings, _ = recognizer_settings(results, recognizer, variant_id)
     features = dict((results.get("features") or {}).get("settings") or {})
     features.setdefault("name", (results.get("features") or {}).get("extractor"))
     sample_rate = ((results.get("config") or {}).get("data") or {}).get("sample_rate", 16000)
@@ -65,20 +65,24 @@ rendered into firmware: the configured ``[recognizer]`` settings are used instea
 
 
 def recognizer_settings(
-    results: dict[str, Any], configured: RecognizerConfig
+    results: dict[str, Any], configured: RecognizerConfig, variant_id: str | None = None
 ) -> tuple[dict[str, Any], str]:
     """The recognizer settings to render, and where they come from.
 
-    The streaming stage's tuned settings (the threshold chosen on the validation stream for the
-    target false-accept rate) when it ran and they keep at least half of the keywords on that
-    stream; otherwise the ``[recognizer]`` config.
+    The settings tuned on the validation stream for the target false-accept rate, when they
+    keep at least half of the keywords on that stream: the variant's own (its row's ``stream``
+    record, made when the deploy stage streams it) or else the trained model's (the stream
+    stage's). Otherwise the ``[recognizer]`` config.
     """
-    stream = results.get("stream") or {}
+    rows = {row.get("id"): row for row in results.get("variants") or []}
+    own = (rows.get(variant_id) or {}).get("stream")
+    stream = own or results.get("stream") or {}
     chosen = stream.get("validation_at_chosen") or {}
     miss = chosen.get("false_reject_rate")
     if stream.get("tuned") and stream.get("recognizer") and miss is not None:
         if miss <= USABLE_FALSE_REJECT_RATE:
-            return dict(stream["recognizer"]), "tuned on the validation stream"
+            whose = f"variant {variant_id}'s" if own else "the trained model's"
+            return dict(stream["recognizer"]), f"tuned on {whose} validation stream"
         return dataclasses.asdict(configured), (
             f"[recognizer] config (the tuned threshold missed {miss:.0%} of the validation "
             "stream's keywords)"

@@ -13,6 +13,7 @@ recognizer settings are the record's ``recognizer``: what the firmware should ru
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ FRONTEND_CHECKS = 32
 :func:`kwscompress.stream.runner.fresh_frontend_difference`)."""
 
 
+@dataclass
+class BuiltStream:
+    """One split's stream and what does not depend on the model: its frontend features."""
+
+    stream: builder.Stream
+    slices: np.ndarray
+    """Frontend features ``[slices, bins]`` of the whole stream, in one continuous pass."""
+    frontend: dict[str, float | int]
+    """How far its keyword windows are from the same audio featurized as a clip."""
+
+
 def run_stream_stage(
     config: Config,
     extractor: FeatureExtractor,
@@ -45,6 +57,7 @@ def run_stream_stage(
     root: Path,
     labels: list[str],
     run: Run | None = None,
+    built: dict[str, BuiltStream] | None = None,
 ) -> dict[str, Any]:
     """Build the validation and test streams, run the model and recognizer, tune, score.
 
@@ -52,6 +65,9 @@ def run_stream_stage(
     :param labels: the model's class names in output order (wanted words from index 2).
     :param run: when given, each stream's words and detections are written to
         ``<run>/stream/<split>.json``.
+    :param built: streams already built for this config and dataset, by split; the ones
+        missing are built and added, so scoring another model on the same streams (a
+        deployed variant) does not build them again.
     :returns: the ``stream`` record (see :doc:`/rejection`).
     :raises DataError: a split has no keyword clip to place.
     """
@@ -62,11 +78,13 @@ def run_stream_stage(
     windows = sorted({base.average_window_ms, *stream_config.average_windows_ms})
     if not stream_config.tune:
         windows = [base.average_window_ms]
+    built = {} if built is None else built
+    for index, split in enumerate(STREAM_SPLITS):
+        if split not in built:
+            built[split] = _build_split(config, extractor, Path(root), split, index)
     streams = {
-        split: _measure_split(
-            config, extractor, model, Path(root), labels, split, index, windows, base
-        )
-        for index, split in enumerate(STREAM_SPLITS)
+        split: _score_split(config, model, built[split], labels, windows, base)
+        for split in STREAM_SPLITS
     }
     if stream_config.tune:
         # Every (window, threshold) pair of the validation stream competes.
@@ -128,18 +146,10 @@ def run_stream_stage(
     }
 
 
-def _measure_split(
-    config: Config,
-    extractor: FeatureExtractor,
-    model: torch.nn.Module,
-    root: Path,
-    labels: list[str],
-    split: str,
-    index: int,
-    windows: list[int],
-    base: RecognizerSettings,
-) -> dict[str, Any]:
-    """Build one split's stream, score it, and trace the recognizer for every window."""
+def _build_split(
+    config: Config, extractor: FeatureExtractor, root: Path, split: str, index: int
+) -> BuiltStream:
+    """Build one split's stream and featurize it (and check it against a fresh frontend)."""
     stream_config, data, features = config.stream, config.data, config.features
     manifest = synth_manifest(root) or {}
     confusables = {
@@ -163,10 +173,6 @@ def _measure_split(
     )  # fmt: skip
     frames = runner.window_frames(data.clip_duration_ms, features.window_ms, features.stride_ms)
     slices = runner.stream_features(stream.audio, extractor, features, data.sample_rate)
-    times, scores = runner.stream_scores(
-        model, slices, frames, features.stride_ms, features.window_ms,
-        stream_config.slices_per_inference,
-    )  # fmt: skip
     # Windows ending 100 ms after each keyword: the model's view of the whole word.
     ends = [e.end_ms for e in stream.events if e.kind == "keyword"][:FRONTEND_CHECKS]
     last = np.array([int((t + 100 - features.window_ms) // features.stride_ms) for t in ends])
@@ -174,6 +180,27 @@ def _measure_split(
         stream.audio, slices, last[last < len(slices)], extractor, features, data.sample_rate,
         frames,
     )  # fmt: skip
+    return BuiltStream(stream, slices, frontend)
+
+
+def _score_split(
+    config: Config,
+    model: torch.nn.Module,
+    built: BuiltStream,
+    labels: list[str],
+    windows: list[int],
+    base: RecognizerSettings,
+) -> dict[str, Any]:
+    """Run the model over one built stream and trace the recognizer for every window."""
+    stream_config, features = config.stream, config.features
+    frames = runner.window_frames(
+        config.data.clip_duration_ms, features.window_ms, features.stride_ms
+    )
+    times, scores = runner.stream_scores(
+        model, built.slices, frames, features.stride_ms, features.window_ms,
+        stream_config.slices_per_inference,
+    )  # fmt: skip
+    stream = built.stream
     hours = stream.seconds / 3600
     keywords = list(labels[2:])
     traces, dets = {}, {}
@@ -186,7 +213,13 @@ def _measure_split(
             traces[window], labels, keywords, stream.events, hours, THRESHOLDS,
             base.suppression_ms, stream_config.tolerance_ms,
         )  # fmt: skip
-    return {"stream": stream, "traces": traces, "hours": hours, "dets": dets, "frontend": frontend}
+    return {
+        "stream": stream,
+        "traces": traces,
+        "hours": hours,
+        "dets": dets,
+        "frontend": built.frontend,
+    }
 
 
 def _score(
