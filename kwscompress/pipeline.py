@@ -430,29 +430,32 @@ class Pipeline:
 
         The variant's scores are not the trained model's (a quantized model is more or less
         sure of the same words), so the threshold chosen for the trained model need not suit
-        it. Runs when the stream stage ran in this run and the dataset is still there; the
-        record goes to the variant's row as ``stream``.
+        it. The scores are those of the ``.tflite`` file its firmware embeds, as TensorFlow
+        Lite runs it. Runs when the stream stage ran in this run, the variant has a verified
+        TFLite export and the dataset is still there; the record goes to the variant's row as
+        ``stream``.
         """
-        from kwscompress.stages.compress import load_variant_model
         from kwscompress.stages.stream import run_stream_stage
+        from kwscompress.stream.runner import tflite_scorer
 
         results = self.run_record.results
         row = next((r for r in results.get("variants") or [] if r.get("id") == variant_id), None)
+        tflite = ((row or {}).get("export") or {}).get("tflite") or {}
         root = Path((results.get("data") or {}).get("root") or "")
-        model_file = self.run_dir / "variants" / f"{variant_id}.pt"
         if (
             row is None
             or "stream" in row
             or not self.config.stream.enabled
             or not results.get("stream")
-            or not (root.name and root.is_dir() and model_file.is_file())
+            or tflite.get("status") != "ok"
+            or not (root.name and root.is_dir())
         ):
             return
         labels = (results.get("evaluate") or {}).get("labels") or results["data"]["labels"]
         row["stream"] = run_stream_stage(
             self.config,
             self.pm.component("feature_extractor", self.config.features.name),
-            load_variant_model(self.run_dir, variant_id),
+            tflite_scorer(self.run_dir / tflite["dir"] / tflite["files"]["tflite"]),
             root,
             labels,
             built=self._streams,

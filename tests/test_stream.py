@@ -331,3 +331,33 @@ def test_firmware_takes_the_recognizer_tuned_for_the_deployed_variant():
     settings, source = recognizer_settings(results, configured, "qat-8b")
     assert settings["detection_threshold"] == configured.detection_threshold
     assert source.startswith("[recognizer] config (the tuned threshold missed 90%")
+
+
+def test_tflite_scorer_gives_the_exported_models_int8_output(tmp_path: Path):
+    from kwscompress.models.tiny_conv import TinyConv
+    from kwscompress.protocols import ExportInputs
+    from kwscompress.stream.runner import tflite_scorer
+    from kwscompress_tflite.interpreters import quantize_input, read_model, run_tflite
+    from kwscompress_tflite.tflite_exporter import TfliteExporter
+
+    torch.manual_seed(0)
+    model = TinyConv((49, 40), 4, channels=4).eval()
+    rng = np.random.default_rng(0)
+    features = rng.uniform(0, 26, (60, 49, 40)).astype(np.float32)
+    record = TfliteExporter().export(
+        ExportInputs(
+            variant_id="float", model=model, weight_bits=32, labels=LABELS,
+            input_shape=(49, 40), representative=features[:40], test_features=features[40:],
+            test_labels=np.zeros(20, np.int64),
+        ),
+        tmp_path,
+    )  # fmt: skip
+    path = tmp_path / record["files"]["tflite"]
+    scores = tflite_scorer(path)(features)
+    assert scores.dtype == np.int8 and scores.shape == (60, 4)
+    tflite = path.read_bytes()
+    expected = run_tflite(tflite, quantize_input(features, read_model(tflite)), False)
+    np.testing.assert_array_equal(scores, expected)
+    # The float model it came from ranks the windows' classes the same way, nearly always.
+    floats = runner.torch_scorer(model)(features)
+    assert (floats.argmax(axis=1) == scores.argmax(axis=1)).mean() >= 0.9

@@ -53,7 +53,7 @@ class BuiltStream:
 def run_stream_stage(
     config: Config,
     extractor: FeatureExtractor,
-    model: torch.nn.Module,
+    model: torch.nn.Module | runner.Scorer,
     root: Path,
     labels: list[str],
     run: Run | None = None,
@@ -61,6 +61,7 @@ def run_stream_stage(
 ) -> dict[str, Any]:
     """Build the validation and test streams, run the model and recognizer, tune, score.
 
+    :param model: the model, or a scorer of its windows (:mod:`kwscompress.stream.runner`).
     :param root: the dataset root (Speech Commands layout).
     :param labels: the model's class names in output order (wanted words from index 2).
     :param run: when given, each stream's words and detections are written to
@@ -185,7 +186,7 @@ def _build_split(
 
 def _score_split(
     config: Config,
-    model: torch.nn.Module,
+    model: torch.nn.Module | runner.Scorer,
     built: BuiltStream,
     labels: list[str],
     windows: list[int],

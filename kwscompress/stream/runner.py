@@ -13,10 +13,17 @@ measures the model with the device's state, not the training one.
 Inference ``k`` covers slices ``[i - frames + 1, i]`` for every ``slices_per_inference``-th
 slice ``i``; its time is the end of slice ``i`` in milliseconds. Scores are the softmax output
 mapped to int8 as the int8 model's output tensor holds it (scale 1/256, zero point -128).
+
+The scores come from a :data:`Scorer`: a PyTorch model's (:func:`torch_scorer`, the trained
+model) or a full-int8 ``.tflite`` file's as TensorFlow Lite runs it (:func:`tflite_scorer`, the
+exact file a deployed variant's firmware embeds).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +35,10 @@ from kwscompress.train import predict
 
 BATCH = 2048
 """Windows per forward pass."""
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+"""Float feature windows ``[N, frames, bins]`` to int8 scores ``[N, classes]`` (scale 1/256,
+zero point -128)."""
 
 
 def stream_features(
@@ -55,8 +66,61 @@ def to_int8_scores(probabilities: np.ndarray) -> np.ndarray:
     return np.clip(np.round(probabilities * 256.0) - 128, -128, 127).astype(np.int8)
 
 
+def torch_scorer(model: torch.nn.Module) -> Scorer:
+    """Scores of a PyTorch model: its softmax as int8 codes (:func:`to_int8_scores`)."""
+    return lambda windows: to_int8_scores(predict(model, windows))
+
+
+def tflite_scorer(path: Path) -> Scorer:
+    """Scores of a full-int8 ``.tflite`` model, one invoke per window as on the device.
+
+    TensorFlow Lite's built-in kernels without XNNPACK run it: the export stage checks them
+    against TFLM on the test clips (``tflm_vs_tflite_optimized``: the same top class, at most
+    one code apart in the softmax). Windows are quantized with the model's own input scale and
+    zero point (round half to even, saturating, as the export's checks do) and laid out as
+    its input (frames by bins, row-major); output codes at another scale are mapped to the
+    recognizer's 1/256.
+
+    :raises KwsError: the file's input or output is not int8.
+    """
+    from kwscompress.tf_import import import_tensorflow
+
+    tf = import_tensorflow()
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter announces its move to ai_edge_litert; it still runs here.
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=(
+                tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            ),
+        )
+    interpreter.allocate_tensors()
+    source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if source["dtype"] != np.int8 or target["dtype"] != np.int8:
+        raise KwsError(f"{path} is not a full-int8 model: input {source['dtype'].__name__}, "
+                       f"output {target['dtype'].__name__}")  # fmt: skip
+    in_scale, in_zero = source["quantization"]
+    out_scale, out_zero = target["quantization"]
+    shape = tuple(source["shape"][1:])
+
+    def score(windows: np.ndarray) -> np.ndarray:
+        codes = np.round(np.asarray(windows, np.float32) / np.float32(in_scale)) + in_zero
+        codes = np.clip(codes, -128, 127).astype(np.int8).reshape(len(windows), *shape)
+        out = np.empty((len(windows), target["shape"][-1]), np.int8)
+        for i, window in enumerate(codes):
+            interpreter.set_tensor(source["index"], window[np.newaxis])
+            interpreter.invoke()
+            out[i] = interpreter.get_tensor(target["index"])[0]
+        if (out_scale, out_zero) == (1 / 256, -128):
+            return out
+        return to_int8_scores(out_scale * (out.astype(np.float32) - out_zero))
+
+    return score
+
+
 def stream_scores(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Scorer,
     slices: np.ndarray,
     frames: int,
     stride_ms: float,
@@ -64,6 +128,8 @@ def stream_scores(
     every: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Score every ``every``-th window of ``frames`` slices; return ``(times_ms, int8 scores)``.
+
+    :param model: a PyTorch model (scored by :func:`torch_scorer`) or any :data:`Scorer`.
 
     :param slices: stream features ``[slices, bins]``.
     :raises KwsError: the stream is shorter than one window or ``every`` is below 1.
@@ -75,10 +141,11 @@ def stream_scores(
     times = window_times_ms(len(slices), frames, stride_ms, window_ms, every)
     windows = np.lib.stride_tricks.sliding_window_view(slices, frames, axis=0)[::every]
     # sliding_window_view puts the window axis last: [windows, bins, frames].
+    score = torch_scorer(model) if isinstance(model, torch.nn.Module) else model
     parts = []
     for start in range(0, len(windows), BATCH):
         batch = np.ascontiguousarray(windows[start : start + BATCH].transpose(0, 2, 1))
-        parts.append(to_int8_scores(predict(model, batch)))
+        parts.append(score(batch))
     return times, np.concatenate(parts)
 
 
