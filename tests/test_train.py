@@ -135,6 +135,31 @@ def test_a_model_trains_in_the_layout_it_names_and_comes_back_in_the_default_one
     assert torch.equal(saved["blocks.0.1.0.weight"], pointwise)
 
 
+def test_predict_and_evaluate_run_in_the_models_layout_and_leave_the_default_one() -> None:
+    def strides(layout: torch.memory_format) -> tuple[int, ...]:
+        return torch.empty(4, 4, 1, 1).to(memory_format=layout).stride()
+
+    class Recording(DsCnn):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            seen.append(self.blocks[0][1][0].weight.stride())
+            return super().forward(features)
+
+    seen: list[tuple[int, ...]] = []
+    set_seed(7)
+    model = Recording(SHAPE, CLASSES, filters=4, blocks=1).eval()
+    data = _toy(40, 3)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(data.features)), dim=1).numpy()
+    seen.clear()
+    probabilities = predict(model, data.features)
+    report = evaluate(model, data, [str(i) for i in range(CLASSES)])
+    # predict's pass and evaluate's (after its output-count probe) run channels-last.
+    assert len(seen) == 3 and seen[0] == seen[2] == strides(torch.channels_last)
+    assert model.blocks[0][1][0].weight.stride() == strides(torch.contiguous_format)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    assert report["accuracy"] == float((expected.argmax(axis=1) == data.labels).mean())
+
+
 def test_frequency_warp_moves_formants_and_repeats_the_top_bin() -> None:
     bins = np.arange(40, dtype=np.float32)
     # A smooth bump at bin 20 in every frame, and a distinct bottom and top bin.
