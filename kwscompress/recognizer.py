@@ -162,6 +162,25 @@ class RecognizeCommands:
         row = _int8_rows(np.asarray(scores)[None], len(self.labels))[0]
         return self._process(int(time_ms), tuple(row.tolist()))
 
+    def process_all(
+        self, times_ms: Sequence[int] | np.ndarray, int8_scores: np.ndarray
+    ) -> list[Recognition]:
+        """:meth:`process` for a whole sequence, checked once instead of per call.
+
+        :raises KwsError: mismatched lengths or shapes, non-int8 scores or decreasing times.
+        """
+        scores = np.asarray(int8_scores)
+        times = np.asarray(times_ms)
+        if scores.ndim != 2 or times.ndim != 1 or len(times) != len(scores):
+            raise KwsError(
+                f"the recognizer needs times [T] and scores [T, classes]; got shapes "
+                f"{times.shape} and {scores.shape}"
+            )
+        rows = _int8_rows(scores, len(self.labels)).tolist()
+        return [
+            self._process(int(t), tuple(row)) for t, row in zip(times.tolist(), rows, strict=True)
+        ]
+
     def _process(self, time_ms: int, row: tuple[int, ...]) -> Recognition:
         if self._last_time is not None and time_ms < self._last_time:
             raise KwsError(
@@ -219,21 +238,9 @@ def recognize_stream(
         is included when it fires; drop it if only keywords matter.
     :raises KwsError: mismatched lengths or shapes, or decreasing times.
     """
-    scores = np.asarray(int8_scores)
-    times = np.asarray(times_ms)
-    if scores.ndim != 2 or times.ndim != 1 or len(times) != len(scores):
-        raise KwsError(
-            f"recognize_stream needs times [T] and scores [T, classes]; got shapes "
-            f"{times.shape} and {scores.shape}"
-        )
-    recognizer = RecognizeCommands(labels, settings)
-    rows = _int8_rows(scores, len(recognizer.labels)).tolist()
-    fired = []
-    for time_ms, row in zip(times.tolist(), rows, strict=True):
-        result = recognizer._process(int(time_ms), tuple(row))
-        if result.is_new:
-            fired.append((int(time_ms), result.label, result.score))
-    return fired
+    results = RecognizeCommands(labels, settings).process_all(times_ms, int8_scores)
+    times = np.asarray(times_ms).tolist()
+    return [(int(t), r.label, r.score) for t, r in zip(times, results, strict=True) if r.is_new]
 
 
 def _int8_rows(scores: np.ndarray, classes: int) -> np.ndarray:

@@ -128,3 +128,17 @@ def test_bad_input_names_the_problem() -> None:
         RecognizerSettings.from_any({"window_ms": 3})
     with pytest.raises(KwsError, match="scores"):
         recognize_stream([0, 1], np.zeros((3, 4), np.int8), LABELS)
+
+
+def test_a_whole_sequence_gives_what_call_by_call_processing_gives() -> None:
+    rng = np.random.default_rng(3)
+    times = np.cumsum(rng.integers(10, 60, 400))
+    scores = rng.integers(-128, 128, (400, 4)).astype(np.int8)
+    scores[100:140, 2] = 127  # a held keyword, so some calls fire
+    settings = RecognizerSettings(average_window_ms=500, detection_threshold=150)
+    one_by_one = RecognizeCommands(LABELS, settings)
+    expected = [one_by_one.process(int(t), s) for t, s in zip(times, scores, strict=True)]
+    assert RecognizeCommands(LABELS, settings).process_all(times, scores) == expected
+    assert any(r.is_new for r in expected)
+    with pytest.raises(KwsError, match="times \\[T\\] and scores"):
+        RecognizeCommands(LABELS).process_all(times[:3], scores)

@@ -49,15 +49,10 @@ def recognizer_trace(
         suppression_ms=settings.suppression_ms,
         minimum_count=settings.minimum_count,
     )
-    recognizer = RecognizeCommands(labels, quiet)
+    results = RecognizeCommands(labels, quiet).process_all(times_ms, int8_scores)
     index = {label: i for i, label in enumerate(labels)}
-    top = np.zeros(len(times_ms), np.int64)
-    score = np.zeros(len(times_ms), np.int64)
-    for i, (time_ms, row) in enumerate(
-        zip(np.asarray(times_ms).tolist(), int8_scores, strict=True)
-    ):
-        result = recognizer.process(int(time_ms), row)
-        top[i], score[i] = index[result.label], result.score
+    top = np.array([index[r.label] for r in results], np.int64)
+    score = np.array([r.score for r in results], np.int64)
     return Trace(np.asarray(times_ms, np.int64), top, score)
 
 
