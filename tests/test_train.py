@@ -108,54 +108,53 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path: Path) -> None
     assert history(4) != first
 
 
+def _strides(layout: torch.memory_format) -> tuple[int, ...]:
+    # DsCnn's 4-D weights have one input channel or a 1x1 kernel, so both layouts count as
+    # contiguous; their strides tell them apart.
+    return torch.empty(4, 4, 1, 1).to(memory_format=layout).stride()
+
+
+class _StrideRecordingDsCnn(DsCnn):
+    """A DsCnn that records its first pointwise weight's strides at every forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__(SHAPE, CLASSES, filters=4, blocks=1)
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.blocks[0][1][0].weight.stride())
+        return super().forward(features)
+
+
 def test_a_model_trains_in_the_layout_it_names_and_comes_back_in_the_default_one(
     tmp_path: Path,
 ) -> None:
-    # DsCnn's 4-D weights have one input channel or a 1x1 kernel, so both layouts count as
-    # contiguous; their strides tell them apart.
-    def strides(layout: torch.memory_format) -> tuple[int, ...]:
-        return torch.empty(4, 4, 1, 1).to(memory_format=layout).stride()
-
-    class Recording(DsCnn):
-        def forward(self, features: torch.Tensor) -> torch.Tensor:
-            seen.append(self.blocks[0][1][0].weight.stride())
-            return super().forward(features)
-
-    seen: list[tuple[int, ...]] = []
     set_seed(7)
-    model = Recording(SHAPE, CLASSES, filters=4, blocks=1)
+    model = _StrideRecordingDsCnn()
     assert model.memory_format == torch.channels_last
-    assert strides(torch.channels_last) != strides(torch.contiguous_format)
+    assert _strides(torch.channels_last) != _strides(torch.contiguous_format)
     train_model(model, _toy(60, 1), _toy(30, 2), _config(epochs=1), tmp_path / "b.pt")
     # The first call is the output-count probe before training starts.
-    assert len(seen) > 1 and set(seen[1:]) == {strides(torch.channels_last)}
+    assert len(model.seen) > 1 and set(model.seen[1:]) == {_strides(torch.channels_last)}
     pointwise = model.blocks[0][1][0].weight
-    assert pointwise.stride() == strides(torch.contiguous_format)
+    assert pointwise.stride() == _strides(torch.contiguous_format)
     saved = torch.load(tmp_path / "b.pt", weights_only=True)
     assert torch.equal(saved["blocks.0.1.0.weight"], pointwise)
 
 
 def test_predict_and_evaluate_run_in_the_models_layout_and_leave_the_default_one() -> None:
-    def strides(layout: torch.memory_format) -> tuple[int, ...]:
-        return torch.empty(4, 4, 1, 1).to(memory_format=layout).stride()
-
-    class Recording(DsCnn):
-        def forward(self, features: torch.Tensor) -> torch.Tensor:
-            seen.append(self.blocks[0][1][0].weight.stride())
-            return super().forward(features)
-
-    seen: list[tuple[int, ...]] = []
     set_seed(7)
-    model = Recording(SHAPE, CLASSES, filters=4, blocks=1).eval()
+    model = _StrideRecordingDsCnn().eval()
     data = _toy(40, 3)
     with torch.no_grad():
         expected = torch.softmax(model(torch.from_numpy(data.features)), dim=1).numpy()
-    seen.clear()
+    model.seen.clear()
     probabilities = predict(model, data.features)
     report = evaluate(model, data, [str(i) for i in range(CLASSES)])
     # predict's pass and evaluate's (after its output-count probe) run channels-last.
-    assert len(seen) == 3 and seen[0] == seen[2] == strides(torch.channels_last)
-    assert model.blocks[0][1][0].weight.stride() == strides(torch.contiguous_format)
+    assert len(model.seen) == 3
+    assert model.seen[0] == model.seen[2] == _strides(torch.channels_last)
+    assert model.blocks[0][1][0].weight.stride() == _strides(torch.contiguous_format)
     np.testing.assert_allclose(probabilities, expected, atol=1e-6)
     assert report["accuracy"] == float((expected.argmax(axis=1) == data.labels).mean())
 
