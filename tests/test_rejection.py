@@ -228,10 +228,17 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
         "false_reject_rate": 0.2, "false_accepts_per_hour": 6.0,
         "at_configured_threshold": {"false_reject_rate": 0.5, "false_accepts_per_hour": 20.0},
     }  # fmt: skip
-    run.record("variants", [{"id": "float"}, {"id": "qat-8b", "stream": variant_stream}])
+    source = "tuned on variant qat-8b's validation stream"
+    run.record(
+        "variants",
+        [
+            {"id": "float"},
+            {"id": "qat-8b", "stream": variant_stream, "deploy": {"recognizer_source": source}},
+        ],
+    )
     deployed = StreamingSection().render(run).markdown.split("Deployed variants")[1]
     assert "| trained model | 1000 ms, 200 | 10.0 % | 4.0 |" in deployed
-    assert "| qat-8b | 750 ms, 190 | 20.0 % | 6.0 | 50.0 % | 20.0 |" in deployed
+    assert f"| qat-8b | 750 ms, 190 | 20.0 % | 6.0 | 50.0 % | 20.0 | {source} |" in deployed
     run.results["stream"]["false_reject_rate"] = 0.9
     (tmp_path / "run" / "plots" / "det-curves.png").unlink()
     assert "misses most keywords" in StreamingSection().render(run).markdown

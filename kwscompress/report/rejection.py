@@ -217,7 +217,11 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
     if not streamed:
         return None
     body = []
-    for name, stream in [("trained model", trained)] + [(r["id"], r["stream"]) for r in streamed]:
+    models = [("trained model", trained, None)]
+    models += [
+        (r["id"], r["stream"], (r.get("deploy") or {}).get("recognizer_source")) for r in streamed
+    ]
+    for name, stream, source in models:
         recognizer = stream.get("recognizer") or {}
         configured = stream.get("at_configured_threshold") or {}
         body.append(
@@ -229,6 +233,7 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
                 _rate(stream.get("false_accepts_per_hour")),
                 fmt_percent(configured.get("false_reject_rate")),
                 _rate(configured.get("false_accepts_per_hour")),
+                source or MISSING,
             ]
         )
     return blocks.combine(
@@ -237,7 +242,8 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
             "A deployed variant runs on the same streams and has its recognizer tuned on its "
             "own validation stream: a quantized model is more or less sure of the same words "
             "than the trained one, so the threshold chosen for one need not suit the other. "
-            "The firmware renders the variant's own settings."
+            "The firmware renders the variant's own settings when they keep at least half of "
+            "its validation stream's keywords, else the [recognizer] config."
         ),
         blocks.table(
             [
@@ -247,6 +253,7 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
                 "false accepts / hour",
                 "false rejects (configured)",
                 "false accepts / hour (configured)",
+                "firmware renders",
             ],
             body,
             caption="Test stream, at each model's tuned and at the configured recognizer.",
