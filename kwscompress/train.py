@@ -117,6 +117,7 @@ def train_model(
     config: TrainConfig,
     checkpoint: Path,
     progress: Callable[[int], None] | None = None,
+    keep_start: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place and leave the best validation epoch's weights in it.
 
@@ -129,6 +130,8 @@ def train_model(
     model is returned on the CPU in the default layout.
 
     :param progress: called with 1 after each epoch.
+    :param keep_start: the weights before the first epoch compete too (fine-tuning): when no
+        epoch beats them on validation they are kept, and ``best_epoch`` is 0.
     """
     _check_config(config)
     train = train.checked("training", allow_copies=True)
@@ -163,7 +166,13 @@ def train_model(
     weights = class_weights(train.labels, num_classes, config.class_weights)
     weights = None if weights is None else weights.to(device)
     history: list[dict[str, float]] = []
-    best_epoch, best_state = 0, {}
+    # The best epoch's history entry (epoch 0: the weights training started from).
+    best: dict[str, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    if keep_start:
+        loss, accuracy = _loss_and_accuracy(_logits(model, validation.features), validation.labels)
+        best = {"epoch": 0, "validation_loss": loss, "validation_accuracy": accuracy}
+        best_state = _saved_state(model, checkpoint)
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
@@ -183,21 +192,21 @@ def train_model(
                 "seconds": time.perf_counter() - epoch_started,
             }
         )
-        if best_epoch == 0 or _rank(history[-1]) > _rank(history[best_epoch - 1]):
-            best_epoch = epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            with atomic_path(checkpoint) as tmp:
-                torch.save(best_state, tmp)
+        if best is None or _rank(history[-1]) > _rank(best):
+            best = history[-1]
+            best_state = _saved_state(model, checkpoint)
         if progress is not None:
             progress(1)
 
+    if best is None:  # unreachable: _check_config asks for at least one epoch
+        raise KwsError("training ran no epoch")
     model.load_state_dict(best_state)
     model.to("cpu", memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - started
     return TrainResult(
         history=history,
-        best_epoch=best_epoch,
-        best_validation_accuracy=history[best_epoch - 1]["validation_accuracy"],
+        best_epoch=int(best["epoch"]),
+        best_validation_accuracy=best["validation_accuracy"],
         seconds=seconds,
         seconds_per_epoch=sum(h["seconds"] for h in history) / len(history),
         device=str(device),
@@ -342,6 +351,14 @@ def _train_epoch(
         loss_sum += loss.item() * len(batch)
         correct += int((logits.argmax(dim=1) == targets).sum())
     return loss_sum / clips, correct / clips
+
+
+def _saved_state(model: nn.Module, checkpoint: Path) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's weights, also written to ``checkpoint`` (atomically)."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(checkpoint) as tmp:
+        torch.save(state, tmp)
+    return state
 
 
 def _rank(epoch: dict[str, float]) -> tuple[float, float]:

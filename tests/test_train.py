@@ -108,6 +108,32 @@ def test_same_seed_same_history_other_seed_other_history(tmp_path: Path) -> None
     assert history(4) != first
 
 
+def test_fine_tuning_keeps_the_start_unless_an_epoch_beats_it(tmp_path: Path) -> None:
+    model, _, _ = _train(tmp_path, _config(epochs=4))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    validation = _toy(30, seed=2)
+    before = evaluate(model, validation, [str(i) for i in range(CLASSES)])
+    # Fine-tuning on wrong labels (each clip labelled as the next class): no epoch beats the
+    # start on validation.
+    toy = _toy(60, seed=1)
+    wrong = LabeledFeatures(toy.features, (toy.labels + 1) % CLASSES)
+    wrecked = train_model(
+        model, wrong, validation, _config(epochs=2), tmp_path / "ft.pt", keep_start=True
+    )
+    assert wrecked.best_epoch == 0 and len(wrecked.history) == 2
+    assert wrecked.best_validation_accuracy == before["accuracy"]
+    assert all(h["validation_accuracy"] < before["accuracy"] for h in wrecked.history)
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    # From fresh weights the first epoch beats the start, as without keep_start.
+    set_seed(7)
+    fresh = TinyConv(SHAPE, CLASSES)
+    learnt = train_model(
+        fresh, _toy(60, seed=1), validation, _config(epochs=2), tmp_path / "ft2.pt",
+        keep_start=True,
+    )  # fmt: skip
+    assert learnt.best_epoch >= 1
+
+
 def _strides(layout: torch.memory_format) -> tuple[int, ...]:
     # DsCnn's 4-D weights have one input channel or a 1x1 kernel, so both layouts count as
     # contiguous; their strides tell them apart.

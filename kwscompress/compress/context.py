@@ -52,7 +52,9 @@ class StepContext:
     ) -> dict[str, Any]:
         """Train ``model`` in place and keep the best epoch: Adam without learning-rate steps,
         otherwise the baseline's training (batch size, weight decay, class weights, frequency
-        warping, mixup)."""
+        warping, mixup). The weights it starts from compete: when no epoch beats them on
+        validation they are kept (``best_epoch`` 0), so fine-tuning never leaves a variant
+        worse on validation than it found it."""
         config = dataclasses.replace(
             self.train_config,
             epochs=epochs,
@@ -63,8 +65,9 @@ class StepContext:
         )
         with tempfile.TemporaryDirectory(prefix="kws-finetune-") as folder:
             result = train_model(
-                model, self.train, self.validation, config, Path(folder) / "best.pt"
-            )
+                model, self.train, self.validation, config, Path(folder) / "best.pt",
+                keep_start=True,
+            )  # fmt: skip
         return {
             "epochs": epochs,
             "learning_rate": config.learning_rate,
