@@ -37,7 +37,7 @@ from kwscompress.data.dataset import (
 from kwscompress.data.splits import speaker_of, which_set
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.stages.features import FeatureSets
-from kwscompress.train import LabeledFeatures, predict
+from kwscompress.train import predict
 
 FAST_SPEED = 1.25
 """Speed factor of the fast-speech test copy."""
@@ -110,16 +110,17 @@ def collect_probes(
 
 
 def score_probes(
-    model: torch.nn.Module, probes: RejectionProbes, test: LabeledFeatures
+    model: torch.nn.Module, probes: RejectionProbes, truth: np.ndarray, predicted: np.ndarray
 ) -> dict[str, Any]:
     """``rejection``, ``robustness`` and ``held_out_voices`` records of ``model``.
 
-    :param test: the test split's features (first copy), in the order the probes were made for.
+    :param truth: the test split's labels, in the order the probes were made for.
+    :param predicted: the model's class for each of those clips (``evaluate``'s ``predicted``:
+        the test split is not run again).
     """
     labels = probes.labels
-    predicted = predict(model, test.features).argmax(axis=1)
     confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    np.add.at(confusion, (test.labels, predicted), 1)
+    np.add.at(confusion, (truth, predicted), 1)
     found: dict[str, Any] = {"rejection": rejection_metrics(confusion.tolist(), labels)}
     if probes.words is not None:
         found["rejection"]["words"] = word_table(model, probes.words, labels)
@@ -127,7 +128,7 @@ def score_probes(
         found["robustness"] = robustness(model, probes.copies, probes.copy_labels, labels)
     if probes.voices is not None:
         found["held_out_voices"] = held_out_voices(
-            predicted == test.labels, probes.voices, probes.families
+            predicted == truth, probes.voices, probes.families
         )
     return found
 

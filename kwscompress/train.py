@@ -53,6 +53,11 @@ class LabeledFeatures:
         """The features as ``[copies, N, frames, bins]`` (one copy for 3-D features)."""
         return self.features if self.features.ndim == 4 else self.features[np.newaxis]
 
+    @property
+    def first_copy(self) -> LabeledFeatures:
+        """The set with only its first copy (``[N, frames, bins]``): how it is evaluated."""
+        return LabeledFeatures(self.copies[0], self.labels)
+
     def checked(self, split: str, allow_copies: bool = False) -> LabeledFeatures:
         """This set as float32 features and int64 labels, after checking shapes and counts.
 
@@ -148,7 +153,7 @@ def train_model(
     device = _device()
     # A model may name the layout it trains fastest in (DsCnn: channels-last); it goes back
     # to the default layout afterwards, which export and pruning expect.
-    model.to(device, memory_format=getattr(model, "memory_format", torch.contiguous_format))
+    model.to(device, memory_format=_layout(model))
     set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     # foreach: Adam's update as one multi-tensor op per step instead of a loop over the
@@ -219,8 +224,9 @@ def evaluate(
     """Score ``model`` on ``data``: accuracy, mean cross-entropy, per-class counts, confusion.
 
     Returns ``{"accuracy", "loss", "per_class": {label: {"samples", "correct", "accuracy"}},
-    "total": {"samples", "correct", "accuracy"}, "confusion"}``. ``confusion[t][p]`` counts clips
-    of true class ``t`` predicted as ``p``; a class with no samples has accuracy ``None``.
+    "total": {"samples", "correct", "accuracy"}, "confusion", "predicted"}``. ``confusion[t][p]``
+    counts clips of true class ``t`` predicted as ``p``; a class with no samples has accuracy
+    ``None``; ``predicted`` is each clip's predicted class (an array, not JSON).
 
     :param labels: class names, in class-index order; one per model output.
     :param split: the split's name, for error messages.
@@ -262,6 +268,7 @@ def evaluate(
             "accuracy": accuracy,
         },
         "confusion": confusion.tolist(),
+        "predicted": predicted,
     }
 
 
@@ -371,6 +378,11 @@ def _loss_and_accuracy(logits: torch.Tensor, labels: np.ndarray) -> tuple[float,
     return loss, float((logits.argmax(dim=1).numpy() == labels).mean())
 
 
+def _layout(model: nn.Module) -> torch.memory_format:
+    """The memory layout a model names in a ``memory_format`` attribute (default: contiguous)."""
+    return getattr(model, "memory_format", torch.contiguous_format)
+
+
 @contextmanager
 def _own_layout(model: nn.Module) -> Iterator[None]:
     """Run ``model`` in the memory layout it names (``memory_format``), then the default again.
@@ -380,7 +392,7 @@ def _own_layout(model: nn.Module) -> Iterator[None]:
     are left alone. For models outside a training loop: :func:`train_model` keeps its model in
     that layout itself.
     """
-    layout = getattr(model, "memory_format", torch.contiguous_format)
+    layout = _layout(model)
     if layout == torch.contiguous_format:
         yield
         return

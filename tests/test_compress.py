@@ -197,14 +197,13 @@ def test_every_row_measures_rejection_like_the_evaluate_stage(toy_pm, tmp_path: 
     # Each variant is scored with its own model: the stored model gives its row's records.
     from kwscompress.rejection import score_probes
     from kwscompress.stages.compress import load_variant_model
-    from kwscompress.train import LabeledFeatures
+    from kwscompress.train import predict
 
-    test = pipeline.feature_sets.splits["testing"]
+    test = pipeline.feature_sets.splits["testing"].first_copy
     for variant in ("zero-0.9-ft0", "grid-2b"):
         model = load_variant_model(pipeline.run_dir, variant)
-        found = score_probes(
-            model, pipeline.rejection_probes(), LabeledFeatures(test.copies[0], test.labels)
-        )
+        predicted = predict(model, test.features).argmax(axis=1)
+        found = score_probes(model, pipeline.rejection_probes(), test.labels, predicted)
         assert {k: rows[variant][k] for k in found} == found
 
 

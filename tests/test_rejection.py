@@ -13,7 +13,7 @@ from kwscompress.data.synth import builder, confusables
 from kwscompress.errors import ConfigError
 from kwscompress.rejection import rejection_metrics
 from kwscompress.stream.builder import speech_extent
-from kwscompress.train import LabeledFeatures, class_weights, train_model
+from kwscompress.train import LabeledFeatures, class_weights, predict, train_model
 
 
 def test_tokens_split_espeak_phonemes():
@@ -249,7 +249,7 @@ def test_probes_cover_every_test_clip_and_score_like_the_model(make_dataset, pm)
     from kwscompress.models.tiny_conv import TinyConv
     from kwscompress.rejection import HELD_OUT, SEEN, UNKNOWN_VOICE, collect_probes, score_probes
     from kwscompress.stages.features import FeatureSets
-    from kwscompress.train import LabeledFeatures, predict
+    from kwscompress.train import LabeledFeatures
 
     root = make_dataset(per_split=2)
     labels = ["_silence_", "_unknown_", "yes", "no"]
@@ -279,7 +279,8 @@ def test_probes_cover_every_test_clip_and_score_like_the_model(make_dataset, pm)
     probes = collect_probes(sets, extractor, features, data, manifest, root)
     assert probes.feature_key == "k"
     assert probes.voices.tolist() == [HELD_OUT, SEEN, UNKNOWN_VOICE]
-    found = score_probes(model, probes, test)
+    predicted = predict(model, test.features).argmax(axis=1)
+    found = score_probes(model, probes, test.labels, predicted)
 
     table = found["rejection"]["words"]
     assert set(table["words"]) == {"cat", "dog"}  # every non-keyword folder, not the keywords
@@ -298,14 +299,13 @@ def test_probes_cover_every_test_clip_and_score_like_the_model(make_dataset, pm)
     clean = predict(model, probes.copies["clean"]).argmax(axis=1)
     assert copies["clean"]["accuracy"] == pytest.approx(float((clean == 2).mean()))
 
-    predicted = predict(model, test.features).argmax(axis=1)
     correct = predicted == test.labels
     voices = found["held_out_voices"]
     assert voices["families"] == ["en-gb-x-rp"]
     assert (voices["held_out_samples"], voices["seen_samples"]) == (1, 1)
     assert voices["held_out_accuracy"] == float(correct[0])
     assert voices["seen_accuracy"] == float(correct[1])
-    # The confusion the rejection record comes from is the model's on the test features.
+    # The rejection record's confusion is built from the predictions it was given.
     non_keyword = predicted[test.labels < 2]
     rates = found["rejection"]["false_accept_rate"]
     assert rates["yes"] == float((non_keyword == 2).mean())
@@ -325,6 +325,7 @@ def test_probes_without_files_or_manifest_give_the_confusion_metrics_only(pm):
     )  # fmt: skip
     extractor = pm.component("feature_extractor", "spectrogram")
     probes = collect_probes(sets, extractor, FeatureConfig(), DataConfig(), None, None)
-    found = score_probes(TinyConv((49, 40), 4), probes, test)
+    model = TinyConv((49, 40), 4)
+    found = score_probes(model, probes, test.labels, predict(model, test.features).argmax(axis=1))
     assert set(found) == {"rejection"}
     assert found["rejection"]["non_keyword_clips"] == 1

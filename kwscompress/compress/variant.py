@@ -152,16 +152,16 @@ def measure(
     and pruned variants, the model before quantization otherwise): parameters, MACs and
     nonzero weights are counted on it, since quantization keeps the shape.
     """
-    accuracy = {}
-    for split, data in payload.splits.items():
-        first = LabeledFeatures(data.copies[0], data.labels)
-        accuracy[split] = evaluate(model, first, payload.labels, split)["accuracy"]
+    reports = {
+        split: evaluate(model, data.first_copy, payload.labels, split)
+        for split, data in payload.splits.items()
+    }
     estimator = _components(payload).component("estimator", payload.estimator)
     estimate = estimator.estimate(skeleton, (1, *payload.input_shape))
     parameters = sum(p.numel() for p in skeleton.parameters())
     nonzero = sum(int(torch.count_nonzero(p.detach())) for p in skeleton.parameters())
     found = {
-        "accuracy": accuracy,
+        "accuracy": {split: report["accuracy"] for split, report in reports.items()},
         "parameters": parameters,
         "nonzero_parameters": nonzero,
         "macs": int(estimate["total"]["macs"]),
@@ -169,10 +169,8 @@ def measure(
         "host_latency_ms": host_latency_ms(model, payload.input_shape),
     }
     if payload.probes is not None:
-        test = payload.splits["testing"]
-        found.update(
-            score_probes(model, payload.probes, LabeledFeatures(test.copies[0], test.labels))
-        )
+        truth = payload.splits["testing"].labels
+        found.update(score_probes(model, payload.probes, truth, reports["testing"]["predicted"]))
     return found
 
 

@@ -20,7 +20,7 @@ from kwscompress.data.splits import SPLITS
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.rejection import RejectionProbes, score_probes
 from kwscompress.stages.features import FeatureSets
-from kwscompress.train import LabeledFeatures, evaluate, predict
+from kwscompress.train import evaluate, predict
 
 REFERENCE_CLIPS = {
     "yes_1000ms.wav": "yes",
@@ -43,7 +43,7 @@ def evaluate_model(
     and on the real reference clips."""
     reports = {}
     for split in SPLITS:
-        reports[split] = evaluate(model, _first_copy(sets.splits[split]), sets.labels)
+        reports[split] = evaluate(model, sets.splits[split].first_copy, sets.labels)
     return {
         "labels": sets.labels,
         "accuracy": {split: reports[split]["accuracy"] for split in SPLITS},
@@ -53,12 +53,10 @@ def evaluate_model(
         },
         "confusion": {split: reports[split]["confusion"] for split in SPLITS},
         "reference_clips": reference_clips(model, extractor, features, data, sets.labels),
-        **score_probes(model, probes, _first_copy(sets.splits["testing"])),
+        **score_probes(
+            model, probes, sets.splits["testing"].labels, reports["testing"]["predicted"]
+        ),
     }
-
-
-def _first_copy(labeled: LabeledFeatures) -> LabeledFeatures:
-    return LabeledFeatures(labeled.copies[0], labeled.labels)
 
 
 def reference_clips(

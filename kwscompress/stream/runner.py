@@ -74,9 +74,9 @@ def torch_scorer(model: torch.nn.Module) -> Scorer:
 def tflite_scorer(path: Path) -> Scorer:
     """Scores of a full-int8 ``.tflite`` model, one invoke per window as on the device.
 
-    TensorFlow Lite's built-in kernels without XNNPACK run it: the export stage checks them
-    against TFLM on the test clips (``tflm_vs_tflite_optimized``: the same top class, at most
-    one code apart in the softmax). Windows are quantized with the model's own input scale and
+    TensorFlow Lite's built-in kernels without XNNPACK run it: the export stage compares them
+    with TFLM on the test clips (``tflm_vs_tflite_optimized``; their int8 softmax can differ
+    from TFLM's by one code). Windows are quantized with the model's own input scale and
     zero point (round half to even, saturating, as the export's checks do) and laid out as
     its input (frames by bins, row-major); output codes at another scale are mapped to the
     recognizer's 1/256.
@@ -98,8 +98,8 @@ def tflite_scorer(path: Path) -> Scorer:
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     if source["dtype"] != np.int8 or target["dtype"] != np.int8:
-        raise KwsError(f"{path} is not a full-int8 model: input {source['dtype'].__name__}, "
-                       f"output {target['dtype'].__name__}")  # fmt: skip
+        kinds = f"input {source['dtype'].__name__}, output {target['dtype'].__name__}"
+        raise KwsError(f"{path} is not a full-int8 model: {kinds}")
     in_scale, in_zero = source["quantization"]
     out_scale, out_zero = target["quantization"]
     shape = tuple(source["shape"][1:])
