@@ -313,6 +313,10 @@ class ExportConfig:
     (Table 5's MCU column)."""
     exporters: list[str] = field(default_factory=lambda: ["onnx", "tflite"])
     """Exporter components to run on each variant (those that apply to it)."""
+    workers: int = 0
+    """Processes sharing the exports: 0 (the default) one per CPU core, 1 only this process.
+    Helpers are spawned and import torch and TensorFlow first (about 10 s), so they pay for
+    several variants only; see :doc:`/export`."""
 
 
 @dataclass
@@ -468,6 +472,7 @@ LIMITS: dict[str, Limit] = {
     "profile.threads": Limit(1, 1_024),
     "compress.finetune_learning_rate": Limit(0, 10, low_open=True),
     "sweep.workers": Limit(0, 1_024),
+    "export.workers": Limit(0, 1_024),
     "sweep.num_cpus": Limit(0, 1_024, low_open=True),
     "sweep.num_gpus": Limit(0, 64),
     "sweep.retries": Limit(0, 100),

@@ -68,7 +68,7 @@ class LocalExecutor:
         try:
             while pending:
                 with ProcessPoolExecutor(
-                    max_workers=workers, mp_context=context, initializer=_one_thread
+                    max_workers=workers, mp_context=context, initializer=one_torch_thread
                 ) as pool:
                     futures: dict[Future[Any], int] = {
                         pool.submit(_call, task, jobs[i]): i for i in pending
@@ -93,7 +93,9 @@ class LocalExecutor:
             _SHARED = None
 
 
-def _one_thread() -> None:
+def one_torch_thread() -> None:
+    """Make this (worker) process compute on one torch thread, so that workers and the
+    process that started them do not fight over cores."""
     import torch
 
     torch.set_num_threads(1)

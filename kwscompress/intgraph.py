@@ -28,6 +28,19 @@ from typing import Literal
 
 import numpy as np
 
+
+def int8_codes(features: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float features as the codes of an int8 model input, same shape.
+
+    ``round(x / scale) + zero_point`` in float32, rounding half to even (as torch and Brevitas
+    round), saturated to int8. Every check that feeds an exported model (the export's TFLM and
+    reference runs, the integer-graph reference, the MCU stage, the stream's TFLite scorer) goes
+    through here, so all of them feed the same codes.
+    """
+    codes = np.round(np.asarray(features, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(codes, -128, 127).astype(np.int8)
+
+
 Op = Literal["conv2d", "depthwise_conv2d", "fully_connected", "average_pool2d", "softmax"]
 
 

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from kwscompress.intgraph import IntGraph, IntLayer, QuantParams
+from kwscompress.intgraph import IntGraph, IntLayer, QuantParams, int8_codes
 
 INT8_MIN, INT8_MAX = -128, 127
 
@@ -44,12 +44,9 @@ CHUNK = 256
 def quantize_input(graph: IntGraph, float_features: np.ndarray) -> np.ndarray:
     """Float features ``[N, frames, bins]`` to the graph's int8 input codes (same shape).
 
-    ``round(x / scale) + zero_point`` in float32 (round half to even, as torch and Brevitas
-    round), saturated to int8.
+    See :func:`kwscompress.intgraph.int8_codes`.
     """
-    scale = np.float32(graph.input.scale)
-    codes = np.round(np.asarray(float_features, np.float32) / scale) + graph.input.zero_point
-    return np.clip(codes, INT8_MIN, INT8_MAX).astype(np.int8)
+    return int8_codes(float_features, graph.input.scale, graph.input.zero_point)
 
 
 def run_int_graph(graph: IntGraph, int8_inputs: np.ndarray) -> np.ndarray:

@@ -360,6 +360,7 @@ class Pipeline:
                     self.config.export.exporters,
                     sets,
                     self.run_record,
+                    self.config.export.workers or os.cpu_count() or 1,
                 )
             )
         return summary

@@ -105,6 +105,13 @@ def test_second_run_reuses_dataset_and_features(first_run: tuple[Path, dict]) ->
         for h, s in zip(first["train"]["history"], second["train"]["history"], strict=True)
     ]
     assert second["evaluate"]["accuracy"] == first["evaluate"]["accuracy"]
+    # The exports are shared between the run's process and a spawned helper in whatever split
+    # the timing gives; every file is the same bytes either way.
+    exports = [base / runs / "demo-quick" / "export" for runs in ("runs", "runs2")]
+    files = sorted(p.relative_to(exports[0]) for p in exports[0].rglob("*") if p.is_file())
+    assert len(files) >= 6
+    for name in files:
+        assert (exports[1] / name).read_bytes() == (exports[0] / name).read_bytes(), name
 
 
 def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:

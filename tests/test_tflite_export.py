@@ -192,6 +192,19 @@ def test_keras_route_handles_ds_cnn_with_batch_norm(tmp_path: Path) -> None:
     assert record["tflm_vs_tflite"]["outputs_differ"] == 0
 
 
+def test_a_files_bytes_do_not_depend_on_what_was_exported_before(
+    trained: TinyConv, keras_export: tuple[dict, Path], tmp_path: Path
+) -> None:
+    """Keras names layers after those built before; the file's tensor names must not follow."""
+    from kwscompress_tflite.tflite_exporter import TfliteExporter
+
+    record, out = keras_export
+    first = (out / record["files"]["tflite"]).read_bytes()
+    TfliteExporter().export(_inputs(DsCnn(SHAPE, 4).eval(), "ds", clips=5), tmp_path / "ds")
+    again = TfliteExporter().export(_inputs(trained, clips=300), tmp_path / "again")
+    assert (tmp_path / "again" / again["files"]["tflite"]).read_bytes() == first
+
+
 def test_tflite_route_errors_name_the_variant_and_model_class(pm, tmp_path: Path) -> None:
     exporter = pm.component("exporter", "tflite")
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(49 * 40, 4))

@@ -6,11 +6,17 @@ that lands on the variant's row under ``export.<exporter>``. What a TFLite expor
 the bytes to be flashed (file size, smallest working arena) is also copied to the row's
 ``deploy`` record, where the report and the firmware backend look for it. An exporter that
 raises gives a failed record naming its plugin; the other exports go on.
+
+The variants are shared between this process and ``[export] workers - 1`` spawned helpers
+(:mod:`kwscompress.spawned`); the stage summary's ``by_helpers`` lists those a helper
+exported. Files and records do not depend on where a variant was exported.
 """
 
 from __future__ import annotations
 
+import os
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +26,10 @@ from kwscompress.errors import KwsError, component_failure
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import ExportInputs
 from kwscompress.run import Run
+from kwscompress.spawned import run_alongside_spawned
 from kwscompress.stages.compress import load_variant_model
 from kwscompress.stages.features import FeatureSets
+from kwscompress.tf_import import import_tensorflow
 
 REPRESENTATIVE_CLIPS = 300
 """Training clips handed to exporters for calibration (TFLite's representative dataset)."""
@@ -36,11 +44,22 @@ def export_variants(
     exporter_names: list[str],
     sets: FeatureSets,
     run: Run,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Export every named variant with every applicable exporter; return the stage summary."""
+    """Export every named variant with every applicable exporter; return the stage summary.
+
+    With ``workers`` above 1 the variants are shared between this process and ``workers - 1``
+    spawned helpers (:func:`~kwscompress.spawned.run_alongside_spawned`); the files and
+    records are the same either way.
+    """
     rows = {row["id"]: row for row in run.results.get("variants", [])}
-    exporters = {name: pm.components("exporter")[name] for name in exporter_names}
-    summary: dict[str, Any] = {"variants": {}, "failed": 0}
+    exporters = [
+        (name, registered.plugin, registered.component)
+        for name in exporter_names
+        for registered in [pm.components("exporter")[name]]
+    ]
+    summary: dict[str, Any] = {"variants": {}, "failed": 0, "workers": workers, "by_helpers": []}
+    jobs: list[ExportJob] = []
     for variant_id in variant_ids:
         row = rows.get(variant_id)
         if row is None:
@@ -52,29 +71,69 @@ def export_variants(
             summary["variants"][variant_id] = "skipped: the variant failed"
             continue
         inputs = export_inputs(run.path, row, sets)
-        out_dir = run.subdir("export") / variant_id
+        applying = [entry for entry in exporters if entry[2].applies_to(inputs)]
+        jobs.append(ExportJob(inputs, run.subdir("export") / variant_id, applying))
+        summary["variants"][variant_id] = []
+
+    def keep(index: int, outcome: tuple[int, dict[str, ExporterOutcome]]) -> None:
+        job = jobs[index]
+        process, outcomes = outcome
+        if process != os.getpid():
+            summary["by_helpers"].append(job.inputs.variant_id)
+        row = rows[job.inputs.variant_id]
         records = row.setdefault("export", {})
-        for name, registered in exporters.items():
-            exporter = registered.component
-            if not exporter.applies_to(inputs):
-                continue
-            try:
-                record = exporter.export(inputs, out_dir)
-            except Exception as exc:
+        for name, (record, failure) in outcomes.items():
+            if failure is not None:
                 summary["failed"] += 1
-                error = component_failure(registered.plugin, f"exporter {name!r}", exc)
-                record = {"status": "failed", "error": error}
                 run.log.error(
-                    "export of %s by %s failed:\n%s", variant_id, name, traceback.format_exc()
+                    "export of %s by %s failed:\n%s", job.inputs.variant_id, name, failure
                 )
-            record.setdefault("status", "ok")
-            record["dir"] = str(out_dir.relative_to(run.path))
+            record["dir"] = str(job.out_dir.relative_to(run.path))
             records[name] = record
             deploy = row.setdefault("deploy", {})
             deploy.update({k: record[k] for k in DEPLOY_KEYS if k in record})
-            run.save()
-        summary["variants"][variant_id] = sorted(records)
+        summary["variants"][job.inputs.variant_id] = sorted(records)
+        run.save()
+
+    run_alongside_spawned(export_one, jobs, workers - 1, keep, prepare=_import_tensorflow)
     return summary
+
+
+@dataclass
+class ExportJob:
+    """One variant for its applicable exporters (each ``(name, plugin, component)``)."""
+
+    inputs: ExportInputs
+    out_dir: Path
+    exporters: list[tuple[str, str, Any]]
+
+
+def _import_tensorflow() -> None:
+    # What a helper spends most of its start on; done before it takes a variant.
+    import_tensorflow()
+
+
+ExporterOutcome = tuple[dict[str, Any], str | None]
+"""An exporter's record and, when it raised, the traceback to log."""
+
+
+def export_one(job: ExportJob) -> tuple[int, dict[str, ExporterOutcome]]:
+    """Run a job's exporters (in this process or a helper) and name the process: an exporter
+    that raises gives a failed record naming its plugin, and the others go on."""
+    outcomes: dict[str, ExporterOutcome] = {}
+    for name, plugin, exporter in job.exporters:
+        failure = None
+        try:
+            record = exporter.export(job.inputs, job.out_dir)
+        except Exception as exc:
+            failure = traceback.format_exc()
+            record = {
+                "status": "failed",
+                "error": component_failure(plugin, f"exporter {name!r}", exc),
+            }
+        record.setdefault("status", "ok")
+        outcomes[name] = (record, failure)
+    return os.getpid(), outcomes
 
 
 def export_inputs(run_dir: Path, row: dict[str, Any], sets: FeatureSets) -> ExportInputs:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-import numpy as np
-
 from kwscompress.boards import Board
 from kwscompress.errors import component_failure
+from kwscompress.intgraph import int8_codes
 from kwscompress.plugins import PluginManager
 from kwscompress.run import Run
 from kwscompress.stages.features import FeatureSets
@@ -39,8 +38,9 @@ def measure_variants(
             continue
         path = run.path / tflite["dir"] / tflite["files"]["tflite"]
         quant = tflite["input"]
-        inputs = quantize_inputs(
-            sets.splits["testing"].features, quant["scale"], quant["zero_point"]
+        features = sets.splits["testing"].features
+        inputs = int8_codes(features, quant["scale"], quant["zero_point"]).reshape(
+            len(features), -1
         )
         try:
             record = runtime.measure(
@@ -61,9 +61,3 @@ def measure_variants(
         summary["variants"][row["id"]] = record["status"]
         run.save()
     return summary
-
-
-def quantize_inputs(features: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Float features ``[N, frames, bins]`` as the model's int8 input codes, flattened per clip."""
-    codes = np.round(np.asarray(features, np.float64) / scale) + zero_point
-    return np.clip(codes, -128, 127).astype(np.int8).reshape(len(features), -1)

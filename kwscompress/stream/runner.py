@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from kwscompress.errors import KwsError
+from kwscompress.intgraph import int8_codes
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.train import predict
 
@@ -105,8 +106,7 @@ def tflite_scorer(path: Path) -> Scorer:
     shape = tuple(source["shape"][1:])
 
     def score(windows: np.ndarray) -> np.ndarray:
-        codes = np.round(np.asarray(windows, np.float32) / np.float32(in_scale)) + in_zero
-        codes = np.clip(codes, -128, 127).astype(np.int8).reshape(len(windows), *shape)
+        codes = int8_codes(windows, in_scale, in_zero).reshape(len(windows), *shape)
         out = np.empty((len(windows), target["shape"][-1]), np.int8)
         for i, window in enumerate(codes):
             interpreter.set_tensor(source["index"], window[np.newaxis])

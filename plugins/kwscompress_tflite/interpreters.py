@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kwscompress.intgraph import int8_codes
 from kwscompress.tf_import import import_tensorflow
 
 WEIGHTED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"})
@@ -127,13 +128,10 @@ def _buffers_aligned(model: bytes) -> bool:
 def quantize_input(features: np.ndarray, facts: ModelFacts) -> np.ndarray:
     """Features ``[N, frames, bins]`` as the int8 model input, one row per clip.
 
-    ``round(x / scale) + zero_point`` in float32 (round half to even), as PyTorch quantizers
-    and :func:`kwscompress.intgraph_reference.quantize_input` do.
+    The codes of :func:`kwscompress.intgraph.int8_codes`, laid out as the model's input.
     """
-    scaled = np.asarray(features, np.float32) / np.float32(facts.input.scale)
-    q = np.round(scaled) + facts.input.zero_point
-    shape = [len(features), *facts.input.shape[1:]]
-    return np.clip(q, -128, 127).astype(np.int8).reshape(shape)
+    codes = int8_codes(features, facts.input.scale, facts.input.zero_point)
+    return codes.reshape(len(features), *facts.input.shape[1:])
 
 
 def run_tflm(

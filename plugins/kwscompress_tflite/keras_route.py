@@ -170,6 +170,10 @@ def to_keras(model: nn.Module, variant_id: str) -> Any:
             f"{type(model).__name__} model; it handles {SUPPORTED}"
         )
     keras = import_tensorflow().keras
+    # Keras numbers the layers it names after every layer this process built before, and the
+    # names become the file's tensor names: start afresh, so the bytes of a variant's file do
+    # not depend on what was exported before it (or in which process).
+    keras.backend.clear_session(free_memory=False)
     frames, bins = model.input_shape  # type: ignore[misc]
     inputs = keras.Input(shape=(frames * bins,), batch_size=1, name="features")
     x = keras.layers.Reshape((frames, bins, 1))(inputs)
