@@ -137,6 +137,36 @@ def test_every_layer_kind_is_bit_exact_with_tflm(
     np.testing.assert_array_equal(result.output, ours[0])
 
 
+@pytest.mark.parametrize(
+    "name", ["dscnn_like", "odd_shapes", "temporal", "micro_speech", "tc_ds_cnn"]
+)
+def test_generated_c_compiles_without_a_warning(layer_models, name: str, tmp_path: Path) -> None:
+    """gcc -Wall -Wextra at -O2, whose loop analysis warns about loops that can never run (the
+    generator once wrote remainder loops after blocks that divide evenly, and empty zero-fill
+    loops; the default model had both)."""
+    import subprocess
+
+    import torch
+
+    from kwscompress.models.ds_cnn import TcDsCnnSpec
+    from kwscompress_tflite.keras_route import convert, to_keras
+
+    if name == "tc_ds_cnn":
+        torch.manual_seed(0)
+        model = TcDsCnnSpec().build((49, 40), 4).eval()
+        features = np.random.default_rng(0).uniform(0, 26, (16, 49, 40)).astype(np.float32)
+        path = tmp_path / "tc_ds_cnn.tflite"
+        path.write_bytes(convert(to_keras(model, name), features))
+    else:
+        path = MICRO_SPEECH if name == "micro_speech" else layer_models[name]
+    files = toolchain.write_sources(generate(read_model(path), 8), tmp_path)
+    flags = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}", "-c"]
+    compiler = toolchain.host_compiler()
+    cmd = [compiler, *flags, str(files["model"]), "-o", str(tmp_path / "model.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_packed_4bit_weights_are_bit_exact_and_half_the_flash(tmp_path: Path) -> None:
     narrowed = tmp_path / "micro_speech_4bit.tflite"
     narrowed.write_bytes(narrow_weights(MICRO_SPEECH.read_bytes(), 4))

@@ -20,6 +20,7 @@ them with a mask and ``SXTB16`` (weights scaled by 16, accumulator shifted back 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -451,24 +452,21 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
             f"        kws_l{i}_fill((int16_t *){pad} + (p * {kh} + r) * {row_elems}, "
             f"(oy + p) * {sh} + r);\n"
         )
-        loop = (
-            f"  int oy = 0;\n"
-            f"  for (; oy + {npx - 1} < {oh}; oy += {npx}) {{\n"
-            f"{fill_rows.format(n=npx)}"
-            f"    kws_l{i}_px{npx}(img, dst + oy * {oc}, {wsym});\n"
-            f"  }}\n"
-            f"  for (; oy < {oh}; ++oy) {{\n"
-            f"{fill_rows.format(n=1)}"
-            f"    kws_l{i}_px1(img, dst + oy * {oc}, {wsym});\n"
-            f"  }}\n"
+        loop = "  int oy = 0;\n" + _blocks_then_rest(
+            "oy",
+            oh,
+            npx,
+            lambda n: (
+                f" {{\n{fill_rows.format(n=n)}"
+                f"    kws_l{i}_px{n}(img, dst + oy * {oc}, {wsym});\n  }}\n"
+            ),
         )
     elif along_rows:  # blocks of output rows; each output row is one pixel of oc channels
-        loop = (
-            f"  int oy = 0;\n"
-            f"  for (; oy + {npx - 1} < {oh}; oy += {npx})\n"
-            f"    kws_l{i}_px{npx}(img + oy * {pixel_bytes}, dst + oy * {oc}, {wsym});\n"
-            f"  for (; oy < {oh}; ++oy)\n"
-            f"    kws_l{i}_px1(img + oy * {pixel_bytes}, dst + oy * {oc}, {wsym});\n"
+        loop = "  int oy = 0;\n" + _blocks_then_rest(
+            "oy",
+            oh,
+            npx,
+            lambda n: f"\n    kws_l{i}_px{n}(img + oy * {pixel_bytes}, dst + oy * {oc}, {wsym});\n",
         )
     else:
         loop = (
@@ -476,11 +474,16 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
             f"{row_start}"
             f"    int8_t *orow = dst + oy * {ow * oc};\n"
             f"    int ox = 0;\n"
-            f"    for (; ox + {npx - 1} < {ow}; ox += {npx})\n"
-            f"      kws_l{i}_px{npx}(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
-            f"    for (; ox < {ow}; ++ox)\n"
-            f"      kws_l{i}_px1(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
-            f"  }}\n"
+            + _blocks_then_rest(
+                "ox",
+                ow,
+                npx,
+                lambda n: (
+                    f"\n      kws_l{i}_px{n}(row + ox * {pixel_bytes}, orow + ox * {oc}, {wsym});\n"
+                ),
+                indent="    ",
+            )
+            + "  }\n"
         )
     macs = oh * ow * oc * kh * kw * ic
     em.layer(
@@ -495,6 +498,21 @@ def _lower_conv(em: _Emitter, i: int, op: Operator) -> None:
         macs,
         len(words) * 4,
     )
+
+
+def _blocks_then_rest(
+    var: str, total: int, per_block: int, call: Callable[[int], str], indent: str = "  "
+) -> str:
+    """C loops taking ``var`` (already 0) to ``total``: blocks of ``per_block`` through
+    ``call(per_block)``, then single steps through ``call(1)``. A loop that would never run is
+    left out (gcc warns about those)."""
+    loops = ""
+    if total >= per_block:
+        step = f"{var} + {per_block - 1} < {total}; {var} += {per_block}"
+        loops += f"{indent}for (; {step}){call(per_block)}"
+    if total % per_block:
+        loops += f"{indent}for (; {var} < {total}; ++{var}){call(1)}"
+    return loops
 
 
 def _blocks(channels: int, per_block: int) -> list[tuple[int, int]]:
@@ -578,6 +596,12 @@ def _px_function(name: str, oc: int, g: int, block: Any, indent: str = "    ") -
     return "\n".join([*text, "}"])
 
 
+def _zeros(start: int, end: int, indent: str) -> str:
+    """A C loop zeroing ``p[start:end]``, or nothing for an empty range (gcc warns about loops
+    that never run)."""
+    return f"{indent}for (int j = {start}; j < {end}; ++j) p[j] = 0;\n" if end > start else ""
+
+
 def _pad_fill_c(
     src: str,
     pad: str,
@@ -602,13 +626,13 @@ def _pad_fill_c(
         f"        for (int j = 0; j < {row}; ++j) p[j] = 0;\n"
         f"        continue;\n"
         f"      }}\n"
-        f"      for (int j = 0; j < {left * c}; ++j) p[j] = 0;\n"
-        f"      const int8_t *sr = s + iy * {w * c};\n"
+        + _zeros(0, left * c, "      ")
+        + f"      const int8_t *sr = s + iy * {w * c};\n"
         f"      for (int j = 0; j < {w * c}; ++j) p[{left * c} + j] = (int16_t)(sr[j] - ({zp}));\n"
-        f"      for (int j = {(left + w) * c}; j < {row}; ++j) p[j] = 0;\n"
-        f"    }}\n"
-        f"    for (int j = 0; j < {slack // 2}; ++j) p[j] = 0;\n"
-        f"  }}\n"
+        + _zeros((left + w) * c, row, "      ")
+        + "    }\n"
+        + _zeros(0, slack // 2, "    ")
+        + "  }\n"
     )
 
 
@@ -627,12 +651,10 @@ def _row_fill_fn(
         f"  if (iy < 0 || iy >= {h}) {{\n"
         f"    for (int j = 0; j < {row}; ++j) p[j] = 0;\n"
         f"    return;\n"
-        f"  }}\n"
-        f"  for (int j = 0; j < {left * c}; ++j) p[j] = 0;\n"
-        f"  const int8_t *sr = s + iy * {w * c};\n"
+        f"  }}\n" + _zeros(0, left * c, "  ") + f"  const int8_t *sr = s + iy * {w * c};\n"
         f"  for (int j = 0; j < {w * c}; ++j) p[{left * c} + j] = (int16_t)(sr[j] - ({zp}));\n"
-        f"  for (int j = {(left + w) * c}; j < {row}; ++j) p[j] = 0;\n"
-        f"}}"
+        + _zeros((left + w) * c, row, "  ")
+        + "}"
     )
 
 
