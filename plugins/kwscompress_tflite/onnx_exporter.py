@@ -17,6 +17,9 @@ from kwscompress.protocols import ExportInputs
 from kwscompress.run import atomic_path
 from kwscompress_tflite.common import file_stem, plain_copy, torch_outputs
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+"""Node metadata the torch exporter writes and this exporter leaves out."""
+
 TOLERANCE = 1e-5
 """Largest difference between onnxruntime's and PyTorch's logits that counts as agreement."""
 
@@ -62,6 +65,10 @@ class OnnxExporter:
                 f"variant {inputs.variant_id!r}: torch.onnx.export cannot export the "
                 f"{type(inputs.model).__name__} model: {str(exc).splitlines()[0]}"
             ) from exc
+        for node in program.model.graph:
+            # Each node's Python stack trace names this machine's source files: the file would
+            # carry the user's paths and differ between checkouts of the same code.
+            node.metadata_props.pop(STACK_TRACE_KEY, None)
         path = Path(out_dir) / f"{file_stem(inputs.variant_id)}.onnx"
         with atomic_path(path) as tmp:
             program.save(tmp, external_data=False)
