@@ -1,4 +1,4 @@
-"""Progress bars for long steps (synthesis, feature extraction, epochs).
+"""Progress bars for long steps (synthesis, feature extraction, epochs, sweep, export, MCU).
 
 One place decides how progress looks, so every stage shows it the same way. Bars go to standard
 error and disappear when ``KWSCOMPRESS_NO_PROGRESS`` is set (the tests set it).

@@ -24,6 +24,7 @@ import numpy as np
 
 from kwscompress.errors import KwsError, component_failure
 from kwscompress.plugins import PluginManager
+from kwscompress.progress import progress_bar
 from kwscompress.protocols import ExportInputs
 from kwscompress.run import Run
 from kwscompress.spawned import run_alongside_spawned
@@ -94,8 +95,11 @@ def export_variants(
             deploy.update({k: record[k] for k in DEPLOY_KEYS if k in record})
         summary["variants"][job.inputs.variant_id] = sorted(records)
         run.save()
+        failed = summary["failed"]
+        advance(status=f"{failed} failed" if failed else None)
 
-    run_alongside_spawned(export_one, jobs, workers - 1, keep, prepare=_import_tensorflow)
+    with progress_bar(f"Exporting ({len(jobs)} variants)", len(jobs)) as advance:
+        run_alongside_spawned(export_one, jobs, workers - 1, keep, prepare=_import_tensorflow)
     return summary
 
 
