@@ -642,10 +642,8 @@ def _row_fill_fn(
     """A C function writing padded row ``r`` of the int16 image of ``x - zero_point``."""
     row = pw * c
     return (
-        # Inlined into its layer: as a separate function, GCC 12 -O2 dropped the calls to it
-        # after interprocedural constant propagation specialized it for the constant band
-        # pointer (observed; -fno-ipa-cp and clang built it correctly).
-        f"static inline void {name}(int16_t *p, int r) {{\n"
+        # KWS_ROW_FILL (kws_kernels.h) says where it is inlined and why.
+        f"KWS_ROW_FILL void {name}(int16_t *p, int r) {{\n"
         f"  const int8_t *s = (const int8_t *){src};\n"
         f"  int iy = r - {top};\n"
         f"  if (iy < 0 || iy >= {h}) {{\n"
