@@ -21,6 +21,7 @@ from kwscompress.config import Config
 from kwscompress.errors import KwsError, PluginError, Terminated
 from kwscompress.plugins import PluginManager, get_plugin_manager
 from kwscompress.run import Run, check_folder_path, environment
+from kwscompress.spawned import refuse_while_a_helper_starts
 
 if TYPE_CHECKING:
     import torch
@@ -53,6 +54,7 @@ class Pipeline:
         plugin_manager: PluginManager | None = None,
         run_dir: str | Path | None = None,
     ):
+        refuse_while_a_helper_starts("a kwscompress Pipeline")
         self.config = config or Config()
         self.pm = plugin_manager or get_plugin_manager()
         self._run_dir = Path(run_dir) if run_dir else None

@@ -21,7 +21,28 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from kwscompress.errors import KwsError
 from kwscompress.executors import one_torch_thread
+
+
+def refuse_while_a_helper_starts(what: str) -> None:
+    """Raise if this is a helper importing the script that started the run.
+
+    A spawned helper imports the ``__main__`` script of the process that started it. A script
+    that builds its pipeline at the top level, not under ``if __name__ == "__main__":``, would
+    run the whole pipeline again in the helper, into the same run directory. Called where a
+    pipeline starts, this stops the helper at once instead; the run's process then does the
+    helper's share itself.
+    """
+    # multiprocessing's own marker for "this child is still importing its parent's modules".
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise KwsError(
+            f"{what} started in a helper process while it imported your script: run the "
+            'pipeline under `if __name__ == "__main__":` so that helpers (spawned by the '
+            "export stage) can import the script without running it; the run goes on without "
+            "the helper"
+        )
+
 
 _HELPER_LOST = object()
 """Put in place of an outcome when the helpers could not run a job."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from kwscompress.spawned import run_alongside_spawned
 
@@ -76,3 +79,36 @@ def test_a_helper_still_preparing_gets_no_job_and_keeps_nothing_waiting() -> Non
     outcomes = _collect(_slow_pid, [(i, None) for i in range(3)], 1, prepare=_prepare_slowly)
     assert {pid for _, pid in outcomes.values()} == {os.getpid()}
     assert time.perf_counter() - started < 5
+
+
+UNGUARDED_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from kwscompress.pipeline import Pipeline
+from kwscompress.spawned import run_alongside_spawned
+from test_spawned import _slow_pid
+
+pipe = Pipeline()  # at the top level: a helper importing this script gets here too
+print("PIPELINE IN", os.getpid(), flush=True)
+done = {{}}
+run_alongside_spawned(
+    _slow_pid, [(i, None) for i in range(6)], 1, lambda i, o: done.__setitem__(i, o[1])
+)
+print("JOBS", len(done), "ALL HERE", set(done.values()) == {{os.getpid()}}, flush=True)
+"""
+
+
+def test_a_script_without_a_main_guard_does_not_run_its_pipeline_in_a_helper(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "KWSCOMPRESS_NO_PROGRESS": "1"}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The helper stopped where the pipeline was built; the script's process did every job.
+    assert result.stdout.count("PIPELINE IN") == 1
+    assert "JOBS 6 ALL HERE True" in result.stdout
+    assert "started in a helper process while it imported your script" in result.stderr
