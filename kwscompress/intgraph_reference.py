@@ -127,31 +127,52 @@ def multiply_by_quantized_multiplier(
     return product
 
 
-def _requantize(
-    accumulator: np.ndarray, multipliers: list[tuple[int, int]], layer: IntLayer
+def output_multipliers(
+    op: str, input_scale: float, weight_scales: np.ndarray, output_scale: float
+) -> list[tuple[int, int]]:
+    """The ``(q, shift)`` per output channel that TFLite derives for a layer's requantization.
+
+    ``input_scale * weight_scale / output_scale`` from the float32 scales a ``.tflite`` file
+    stores: combined in double precision for ``conv2d`` and ``depthwise_conv2d``
+    (``PopulateConvolutionQuantizationParams``); for ``fully_connected`` the first two are
+    multiplied in float32 before widening, as ``GetQuantizedConvolutionMultipler`` does.
+    """
+    into, out = np.float32(input_scale), float(np.float32(output_scale))
+    scales = np.asarray(weight_scales, np.float32).reshape(-1)
+    if op == "fully_connected":
+        return [quantize_multiplier(float(into * w) / out) for w in scales]
+    return [quantize_multiplier(float(into) * float(w) / out) for w in scales]
+
+
+def requantize(
+    accumulator: np.ndarray,
+    multipliers: list[tuple[int, int]],
+    output: QuantParams,
+    fused_relu: bool,
 ) -> np.ndarray:
+    """int64 accumulators (bias added, channels on the last axis) to the layer's int8 codes.
+
+    :func:`multiply_by_quantized_multiplier` per channel, plus the output zero point, saturated
+    to int8 (to ``[zero_point, 127]`` with a fused ReLU).
+    """
     quantized = np.array([m for m, _ in multipliers], np.int64)
     shifts = np.array([s for _, s in multipliers], np.int64)
     scaled = multiply_by_quantized_multiplier(accumulator, quantized, shifts)
-    scaled += layer.output.zero_point
-    return _saturate(scaled, layer)
+    scaled += output.zero_point
+    return _saturate(scaled, output, fused_relu)
 
 
-def _saturate(values: np.ndarray, layer: IntLayer) -> np.ndarray:
+def _saturate(values: np.ndarray, output: QuantParams, fused_relu: bool) -> np.ndarray:
     """Clamp int64 ``values`` in place to int8, or to ``[zero_point, 127]`` with a fused ReLU."""
-    low = max(INT8_MIN, layer.output.zero_point) if layer.fused_relu else INT8_MIN
+    low = max(INT8_MIN, output.zero_point) if fused_relu else INT8_MIN
     np.maximum(values, low, out=values)
     np.minimum(values, INT8_MAX, out=values)
     return values.astype(np.int8)
 
 
-def _conv_multipliers(params: QuantParams, layer: IntLayer) -> list[tuple[int, int]]:
-    input_scale = float(np.float32(params.scale))
-    output_scale = float(np.float32(layer.output.scale))
-    return [
-        quantize_multiplier(input_scale * float(w) / output_scale)
-        for w in np.asarray(layer.weight_scale, np.float32)
-    ]
+def _requantize(accumulator: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
+    multipliers = output_multipliers(layer.op, params.scale, layer.weight_scale, layer.output.scale)
+    return requantize(accumulator, multipliers, layer.output, layer.fused_relu)
 
 
 def _with_bias(accumulator: np.ndarray, layer: IntLayer) -> np.ndarray:
@@ -208,7 +229,7 @@ def _conv2d(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
         accumulator[start : start + count] = product.reshape(out_c, count, out_h, out_w).transpose(
             1, 2, 3, 0
         )
-    return _requantize(_with_bias(accumulator, layer), _conv_multipliers(params, layer), layer)
+    return _requantize(_with_bias(accumulator, layer), params, layer)
 
 
 def _exact_dtype(terms: int) -> type:
@@ -231,19 +252,13 @@ def _depthwise_conv2d(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np
     accumulator = np.zeros((len(x), out_h, out_w, out_c), dtype)
     for i, j, window in _taps(padded, layer, weights.shape[1:3]):
         accumulator += window * weights[0, i, j, :]
-    return _requantize(_with_bias(accumulator, layer), _conv_multipliers(params, layer), layer)
+    return _requantize(_with_bias(accumulator, layer), params, layer)
 
 
 def _fully_connected(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
     weights = np.asarray(layer.weights, np.float64)  # [out, in]
     flat = x.reshape(len(x), -1).astype(np.float64) - params.zero_point
-    accumulator = _with_bias(flat @ weights.T, layer)
-    output_scale = float(np.float32(layer.output.scale))
-    multipliers = [
-        quantize_multiplier(float(np.float32(params.scale) * w) / output_scale)
-        for w in np.asarray(layer.weight_scale, np.float32)
-    ]
-    return _requantize(accumulator, multipliers, layer)
+    return _requantize(_with_bias(flat @ weights.T, layer), params, layer)
 
 
 def _average_pool2d(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
@@ -269,7 +284,7 @@ def _average_pool2d(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np.n
     half = count // 2
     # C's integer division truncates toward zero: round half away from zero on both sides.
     rounded = np.where(total > 0, (total + half) // count, -((half - total) // count))
-    return _saturate(rounded, layer)
+    return _saturate(rounded, layer.output, layer.fused_relu)
 
 
 def _softmax(x: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:

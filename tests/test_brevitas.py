@@ -24,6 +24,7 @@ from kwscompress.models import DsCnn, TinyConv
 from kwscompress.protocols import Quantizer, ReportSection
 from kwscompress.train import LabeledFeatures, evaluate, set_seed, train_model
 from kwscompress_brevitas import PtqQuantizer, QatQuantizer
+from kwscompress_brevitas.device_rounding import device_output
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
 SHAPE = (49, 40)
@@ -207,19 +208,82 @@ def test_tiny_conv_int_graph_agrees_with_brevitas(data, quantized) -> None:
     assert _agreement(model, data["testing"]) >= 0.99
 
 
+def _logit_codes(model: torch.nn.Module, graph, features: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        logits = model(torch.from_numpy(features)).numpy()
+    return np.round(logits / graph.layers[-2].output.scale).astype(int)
+
+
 def test_int_graph_logits_match_brevitas_codes_and_fc_columns_are_hwc(data, quantized) -> None:
-    """The graph's int8 logits are Brevitas' logit codes, off by one only at rounding ties."""
+    """The graph's int8 logits are the model's logit codes."""
     model = quantized("ptq", bits=8).model
     graph = model.int_graph()
     features = data["testing"].features[:100]
     logits = trace_int_graph(graph, quantize_input(graph, features))[1].astype(int)
-    with torch.no_grad():
-        codes = np.round(model(torch.from_numpy(features)).numpy() / graph.layers[1].output.scale)
-    assert np.abs(logits - codes).max() <= 1
-    assert (logits == codes).mean() >= 0.95
+    assert (logits == _logit_codes(model, graph, features)).all()
     # Column (h, w, c) of the graph's fc weights is PyTorch's column (c, h, w).
     torch_codes = model.fc.quant_weight().int().numpy()
     assert graph.layers[1].weights[2, (3 * 20 + 7) * 8 + 5] == torch_codes[2, 5 * 500 + 3 * 20 + 7]
+
+
+@pytest.mark.parametrize(
+    ("method", "bits"), [("ptq", 8), ("ptq", 6), ("ptq", 4), ("ptq", 2), ("qat", 4)]
+)
+def test_eval_forward_computes_tflms_logits_bit_for_bit(data, quantized, method, bits) -> None:
+    """In eval mode the model is its integer graph, as TFLM runs it, at every bit width.
+
+    Brevitas alone rounds each output once where TFLM rounds twice (a fixed-point multiply,
+    then a rounding shift); at 4 bits that moves logits and classes (the check that the device
+    rounding is what makes them equal).
+    """
+    model = quantized(method, bits=bits).model.eval()
+    graph = model.int_graph()
+    features = data["testing"].features
+    logits = trace_int_graph(graph, quantize_input(graph, features))[-2].astype(int)
+    assert (_logit_codes(model, graph, features) == logits).all()
+    if bits == 4:
+        model.device_rounding = False
+        try:
+            single = _logit_codes(model, graph, features)
+        finally:
+            model.device_rounding = True
+        assert (single != logits).any()
+
+
+def test_eval_forward_with_gradients_keeps_tflms_values_and_brevitas_gradients(
+    data, quantized
+) -> None:
+    model = copy.deepcopy(quantized("ptq", bits=4).model).eval()
+    features = torch.from_numpy(data["testing"].features[:64])
+    with torch.no_grad():
+        plain = model(features)
+    traced = model(features)
+    assert torch.equal(traced.detach(), plain)
+    traced.square().sum().backward()
+    gradients = [p.grad for p in model.convs[0].parameters() if p.grad is not None]
+    assert gradients and all(torch.isfinite(g).all() for g in gradients)
+    assert any(g.abs().sum() > 0 for g in gradients)
+
+
+def test_device_codes_equal_tflites_integer_arithmetic_at_and_near_ties() -> None:
+    from kwscompress.intgraph_reference import multiply_by_quantized_multiplier, quantize_multiplier
+    from kwscompress_brevitas.device_rounding import device_codes
+
+    rng = np.random.default_rng(7)
+    multipliers = [quantize_multiplier(m) for m in (0.0031, 0.017, 0.11, 0.5, 0.77, 1.9)]
+    channels = len(multipliers)
+    accumulators = rng.integers(-200_000, 200_000, (500, channels)).astype(np.int64)
+    # Add accumulators whose real value lies on or within a hair of a half-way point.
+    for c, (q, shift) in enumerate(multipliers):
+        real = q * 2.0 ** (shift - 31)
+        halves = (np.arange(-40, 40) + 0.5) / real
+        near = np.concatenate([np.floor(halves), np.ceil(halves)]).astype(np.int64)
+        accumulators[: len(near), c] = near
+    expected = multiply_by_quantized_multiplier(
+        accumulators, np.array([q for q, _ in multipliers]), np.array([s for _, s in multipliers])
+    )
+    got = device_codes(torch.from_numpy(accumulators.astype(np.float64)), multipliers)
+    assert (got.numpy().astype(np.int64) == expected).all()
 
 
 def _channel_pruned(model: TinyConv, keep: int) -> TinyConv:
@@ -321,15 +385,15 @@ def test_ds_cnn_folds_batch_norm_and_its_int_graph_agrees(ds_cnn) -> None:
     pool = graph.layers[9]
     assert pool.pool == (13, 10) and pool.output == graph.layers[8].output
     assert _agreement(result.model, test) >= 0.99
-    # The pooled codes themselves: Brevitas' TFLite-style average against the graph's.
+    # The pooled codes themselves: the TFLite-style average over the device-rounded codes.
     qmodel, features = result.model, torch.from_numpy(test.features[:64])
     with torch.no_grad():
         x = qmodel.input_quant(features.reshape(-1, 1, 25, 20))
         for conv, relu in zip(qmodel.convs, qmodel.relus, strict=True):
-            x = relu(conv(x))
+            x = device_output(conv, x, relu.act_quant, lambda: None, fused_relu=True)
         pooled = qmodel.pool(x).int().numpy().astype(int).reshape(64, -1) + pool.output.zero_point
     ours = trace_int_graph(graph, quantize_input(graph, test.features[:64]))[9].reshape(64, -1)
-    assert (ours == pooled).mean() >= 0.95 and np.abs(ours - pooled).max() <= 2
+    assert (ours == pooled).all()
 
 
 # -- the component contract -------------------------------------------------------------------

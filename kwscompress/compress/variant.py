@@ -34,10 +34,11 @@ LATENCY_RUNS = 50
 """Timed batch-1 forward passes per variant; the median is kept."""
 LATENCY_WARMUP = 5
 """Untimed passes before them."""
-ROW_FORMAT = 3
+ROW_FORMAT = 4
 """Version of how the core makes and measures a variant, part of every variant's cache key:
 raise it when a row gains or changes a measurement or a step's rules change (3: fine-tuning
-keeps its start when no epoch beats it), so rows cached before are made again."""
+keeps its start when no epoch beats it; 4: quantized models are measured with TFLM's rounding),
+so rows cached before are made again."""
 
 
 @dataclass

@@ -41,6 +41,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from kwscompress.errors import KwsError
 from kwscompress.intgraph import IntGraph
 from kwscompress.models import DsCnn, TinyConv
+from kwscompress_brevitas.device_rounding import device_output, int8_zero_point
 
 SUPPORTED = {TinyConv: "tiny_conv", DsCnn: "ds_cnn"}
 """Float model classes this plugin can quantize, with their family names (``tc_ds_cnn`` is a
@@ -128,28 +129,26 @@ class TflAveragePool(nn.Module):
         return IntQuantTensor(value, x.scale, x.zero_point, x.bit_width, x.signed, self.training)
 
 
-def int8_zero_point(bits: int, signed: bool) -> int:
-    """The int8 zero point of a Brevitas activation with zero point 0.
-
-    Signed values keep zero point 0. Unsigned ``bits``-bit codes ``0 .. 2**bits - 1`` are shifted
-    to end at 127, so int8 saturation is the activation's own upper clamp: zero point
-    ``128 - 2**bits`` (-128 for 8 bits: ``q_int8 = q_uint8 - 128``).
-    """
-    return 0 if signed else 128 - 2**bits
-
-
 class QuantKwsNet(nn.Module):
     """A Brevitas-quantized ``tiny_conv`` or DS-CNN: features in, float logits out.
 
     Build it with :func:`quantize_float_model`. It pickles as its :class:`NetSpec` plus its
     ``state_dict`` (Brevitas' quantizer classes themselves cannot be pickled), so
     ``torch.save(model)`` and ``copy.deepcopy`` work.
+
+    In eval mode it computes what TFLM computes for its integer graph, bit for bit up to the
+    logits (:mod:`~kwscompress_brevitas.device_rounding`); in training mode it is Brevitas'
+    simulation, whose single rounding of each output the gradients are made for.
     """
 
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.spec = spec
         self.input_shape = spec.input_shape
+        self.device_rounding = True
+        """In eval mode, compute each quantized output as TFLM does (see
+        :mod:`~kwscompress_brevitas.device_rounding`); off, Brevitas' own rounding, which its
+        graph modes that hook the layers (bias correction) need."""
         quant = spec.quant
         self.weight_bits = quant.weight_bits
         self.act_bits = quant.act_bits
@@ -191,6 +190,7 @@ class QuantKwsNet(nn.Module):
             bias_quant=Int32Bias,
             output_quant=Int8ActPerTensorFloat,
             output_bit_width=LOGIT_BITS,
+            return_quant_tensor=True,
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -198,15 +198,28 @@ class QuantKwsNet(nn.Module):
         x = self.input_quant(features.reshape(-1, 1, *self.input_shape))
         last = len(self.convs) - 1
         for index, (conv, relu) in enumerate(zip(self.convs, self.relus, strict=True)):
-            y = conv(x)
-            if index == last and self.spec.dropout:
-                # relu(dropout(y)) == dropout(relu(y)): dropping before the quantizer keeps
-                # the ReLU output on its grid for the fully connected layer's int32 bias.
-                y = F.dropout(y, self.spec.dropout, self.training)
-            x = relu(y)
+            if self.training or not self.device_rounding:
+                y = conv(x)
+                if index == last and self.spec.dropout:
+                    # relu(dropout(y)) == dropout(relu(y)): dropping before the quantizer
+                    # keeps the ReLU output on its grid for the fully connected layer's bias.
+                    y = F.dropout(y, self.spec.dropout, self.training)
+                x = relu(y)
+            else:
+                x = device_output(
+                    conv, x, relu.act_quant, lambda c=conv, r=relu, i=x: r(c(i)), fused_relu=True
+                )
         if self.pool is not None:
             x = self.pool(x)
-        return self.fc(torch.flatten(x, 1))
+        x = torch.flatten(x, 1)
+        if self.training or not self.device_rounding:
+            logits = self.fc(x)
+        else:
+            logits = device_output(
+                self.fc, x, self.fc.output_quant, lambda: self.fc(x), fused_relu=False
+            )
+        # A plain tensor while Brevitas calibrates (its quantizers are off then).
+        return logits.value if isinstance(logits, IntQuantTensor) else logits
 
     def int_graph(self) -> IntGraph:
         """The integer graph this model computes, in TFLite's int8 terms (eval-mode values)."""

@@ -102,9 +102,12 @@ class PtqQuantizer:
         if settings["bias_correction"]:
             from brevitas.graph.calibrate import bias_correction_mode
 
+            # Bias correction hooks the layers, which the device rounding of eval mode skips.
+            qmodel.device_rounding = False
             with torch.no_grad(), bias_correction_mode(qmodel):
                 for batch in batches:
                     qmodel(batch)
+            qmodel.device_rounding = True
             qmodel.eval()
         info["bias_correction"] = settings["bias_correction"]
         return StepResult(qmodel, info)

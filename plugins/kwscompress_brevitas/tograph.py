@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kwscompress.intgraph import IntGraph, IntLayer, QuantParams
-from kwscompress_brevitas.qmodels import int8_zero_point
+from kwscompress_brevitas.device_rounding import int8_zero_point
 
 if TYPE_CHECKING:
     from kwscompress_brevitas.qmodels import QuantKwsNet
