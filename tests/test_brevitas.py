@@ -227,21 +227,30 @@ def test_int_graph_logits_match_brevitas_codes_and_fc_columns_are_hwc(data, quan
 
 
 @pytest.mark.parametrize(
-    ("method", "bits"), [("ptq", 8), ("ptq", 6), ("ptq", 4), ("ptq", 2), ("qat", 4)]
+    ("method", "settings"),
+    [
+        ("ptq", {"bits": 8}),
+        ("ptq", {"bits": 6}),
+        ("ptq", {"bits": 4}),
+        ("ptq", {"bits": 2}),
+        ("qat", {"bits": 4}),
+        ("ptq", {"weight_bits": 4, "act_bits": 8, "per_channel": False}),
+        ("ptq", {"weight_bits": 8, "act_bits": 3}),
+    ],
 )
-def test_eval_forward_computes_tflms_logits_bit_for_bit(data, quantized, method, bits) -> None:
+def test_eval_forward_computes_tflms_logits_bit_for_bit(data, quantized, method, settings) -> None:
     """In eval mode the model is its integer graph, as TFLM runs it, at every bit width.
 
     Brevitas alone rounds each output once where TFLM rounds twice (a fixed-point multiply,
     then a rounding shift); at 4 bits that moves logits and classes (the check that the device
     rounding is what makes them equal).
     """
-    model = quantized(method, bits=bits).model.eval()
+    model = quantized(method, **settings).model.eval()
     graph = model.int_graph()
     features = data["testing"].features
     logits = trace_int_graph(graph, quantize_input(graph, features))[-2].astype(int)
     assert (_logit_codes(model, graph, features) == logits).all()
-    if bits == 4:
+    if settings == {"bits": 4}:
         model.device_rounding = False
         try:
             single = _logit_codes(model, graph, features)
