@@ -424,6 +424,19 @@ def test_settings_fill_defaults_and_resolve_the_bits_shorthand() -> None:
     )
     defaults = qat.settings({"bits": 6})
     assert (defaults["epochs"], defaults["learning_rate"], defaults["act_bits"]) == (3, None, 6)
+    # One value for both widths, so one list sweeps them: "w4a8" is 4-bit weights, 8-bit ReLUs.
+    assert ptq.settings({"bits": "w4a8"}) == ptq.settings({"weight_bits": 4, "act_bits": 8})
+    assert qat.settings({"bits": "w4a8", "weight_bits": 2})["weight_bits"] == 2
+
+
+def test_a_bits_pair_in_a_sweep_list_names_its_variant(pm) -> None:
+    from kwscompress.compress.recipes import expand_recipes
+    from kwscompress.config import RecipeConfig
+
+    recipe = RecipeConfig("ptq", [{"kind": "quantize", "method": "ptq", "bits": [4, "w4a8"]}])
+    variants = expand_recipes([recipe], pm)
+    assert [v.id for v in variants] == ["ptq-4b", "ptq-w4a8"]
+    assert variants[1].steps[0].settings["act_bits"] == 8 and variants[1].weight_bits == 4
 
 
 @pytest.mark.parametrize(
@@ -435,6 +448,8 @@ def test_settings_fill_defaults_and_resolve_the_bits_shorthand() -> None:
         ("qat", {"act_bits": 4.5}, ["act_bits = 4.5", "an integer"]),
         ("ptq", {"per_channel": "no"}, ["per_channel = 'no'", "true or false"]),
         ("ptq", {"bits": True}, ["bits = True"]),
+        ("ptq", {"bits": "4bit"}, ["bits = '4bit'", "from 2 to 8", "'w4a8'"]),
+        ("qat", {"bits": "w9a8"}, ["weight_bits = 9", "from 2 to 8"]),
         ("qat", {"epochs": 0}, ["epochs = 0", "from 1"]),
         ("qat", {"learning_rate": -1}, ["learning_rate = -1", "a number"]),
         ("qat", {"bias_correction": True}, ["'bias_correction'", "epochs"]),

@@ -1,7 +1,8 @@
 """The settings of the ``ptq`` and ``qat`` quantizers: keys, defaults, ranges.
 
-Both take ``bits`` (shorthand for equal weight and activation bits), ``weight_bits``,
-``act_bits`` (each overrides the shorthand), ``per_channel``, ``calibration_batches`` and
+Both take ``bits`` (shorthand for equal weight and activation bits, or ``"w4a8"`` for 4-bit
+weights and 8-bit activations), ``weight_bits``, ``act_bits`` (each overrides the shorthand),
+``per_channel``, ``calibration_batches`` and
 ``calibration_batch_size``; ``ptq`` adds ``bias_correction``, ``qat`` adds ``epochs`` and
 ``learning_rate``. The checked settings always carry ``weight_bits`` and ``act_bits`` and never
 ``bits``, so ``bits = 4`` and ``weight_bits = 4, act_bits = 4`` are the same variant.
@@ -9,6 +10,7 @@ Both take ``bits`` (shorthand for equal weight and activation bits), ``weight_bi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,8 @@ from kwscompress.errors import ConfigError
 
 MIN_BITS, MAX_BITS = 2, 8
 DEFAULT_BITS = 8
+BITS_PAIR = re.compile(r"w(\d+)a(\d+)")
+"""``bits = "w4a8"``: weight and activation bits in one value, so one list can sweep both."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ def check_settings(method: str, keys: dict[str, Setting], values: dict[str, Any]
             f"quantizer {method!r}: unknown setting {unknown[0]!r}; valid settings: "
             + ", ".join(keys)
         )
+    values = _split_bits_pair(method, values)
     checked = {
         key: setting.check(key, values[key], method) if key in values else setting.default
         for key, setting in keys.items()
@@ -92,3 +97,20 @@ def check_settings(method: str, keys: dict[str, Setting], values: dict[str, Any]
         if checked[key] is None:
             checked[key] = bits
     return checked
+
+
+def _split_bits_pair(method: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``bits = "w4a8"`` as ``weight_bits = 4, act_bits = 8`` (explicit keys still win)."""
+    bits = values.get("bits")
+    if not isinstance(bits, str):
+        return values
+    match = BITS_PAIR.fullmatch(bits)
+    if match is None:
+        raise ConfigError(
+            f"quantizer {method!r}: bits = {bits!r} is not valid; use an integer from "
+            f"{MIN_BITS} to {MAX_BITS} or 'w<weight bits>a<activation bits>' such as 'w4a8'"
+        )
+    split = {key: value for key, value in values.items() if key != "bits"}
+    split.setdefault("weight_bits", int(match[1]))
+    split.setdefault("act_bits", int(match[2]))
+    return split
