@@ -73,8 +73,9 @@ class QuantizationSection:
                 "activations at the bit widths shown (weights per output channel for the "
                 "convolutions unless marked per-tensor, per tensor for the fully connected "
                 "layer), 8-bit input and logits, activation scales calibrated on training "
-                "batches. QAT then fine-tunes through the quantizers. Accuracies are measured on "
-                "the fake-quantized model; 8-bit variants compute what their int8 graph computes."
+                "batches. QAT then fine-tunes through the quantizers. Accuracies are measured "
+                "in TFLM's integer arithmetic: in eval mode each variant computes its int8 "
+                "graph's logits bit for bit, so they are its exported file's accuracy in TFLM."
             )
         ]
         figure_number = 5
