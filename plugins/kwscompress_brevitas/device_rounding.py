@@ -8,10 +8,13 @@ value on a tie of the second. With low-bit activations the shift is short and th
 often: a 4-bit ``tc_ds_cnn`` simulated by Brevitas alone picked another class than TFLM on 11 %
 of the demo's test clips and scored 6 points more than the exported file did in TFLM.
 
-So each quantized output takes the value TFLM computes from the same integer input, weights and
-bias (:func:`kwscompress.intgraph_reference.requantize`), while gradients flow as Brevitas'
-own (straight through the difference): the model is evaluated, and QAT trains, in the device's
-arithmetic, and the sweep's accuracy of a quantized variant is the accuracy of its export.
+So in eval mode each quantized output takes the value TFLM computes from the same integer
+input, weights and bias (TFLite's multipliers from
+:func:`kwscompress.intgraph_reference.output_multipliers`, its rounding from
+:func:`device_codes`); where gradients are recorded they flow as Brevitas' own (straight
+through the difference). The sweep's accuracy of a quantized variant, and the
+validation score that picks QAT's best epoch, are then those of its export in TFLM; QAT's
+training steps (train mode) run Brevitas' simulation, which its gradients are made for.
 """
 
 from __future__ import annotations
