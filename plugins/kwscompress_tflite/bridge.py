@@ -1,8 +1,8 @@
 """The bridge: an :class:`~kwscompress.intgraph.IntGraph` written as a full-int8 ``.tflite`` file.
 
 No converter is involved: every integer weight, int32 bias, scale and zero point of the graph
-goes into the flatbuffer as it is, so TFLM computes what the quantizer's fake-quantized model
-computed (Brevitas itself exports only ONNX, QONNX and QCDQ). The flatbuffer is assembled with
+goes into the flatbuffer as it is, so TFLM computes what the quantized model computes in eval
+mode (Brevitas itself exports only ONNX, QONNX and QCDQ). The flatbuffer is assembled with
 tflite-micro's model editor and re-packed with its aligner, which gives every buffer the 16-byte
 alignment the schema asks for (``force_align: 16``; Cortex-M kernels read int32 biases in place).
 
