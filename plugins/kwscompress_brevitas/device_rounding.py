@@ -57,8 +57,10 @@ def device_output(
     ):
         return quantized
     with torch.no_grad():
-        scale, bits = output_quant.scale(), int(output_quant.bit_width())
-        signed = bool(output_quant.is_signed)
+        # Its scale and bit width, from quantizing a zero: the proxy's scale() and bit_width()
+        # each switch its modules to eval and back, which took most of a batch-1 pass.
+        probe = output_quant(torch.zeros(1))
+        scale, bits, signed = probe.scale, int(probe.bit_width), bool(probe.signed)
         weight = layer.quant_weight(x)
         bias = None
         if layer.bias is not None:
