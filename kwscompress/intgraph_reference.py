@@ -144,22 +144,14 @@ def output_multipliers(
     return [quantize_multiplier(float(into) * float(w) / out) for w in scales]
 
 
-def requantize(
-    accumulator: np.ndarray,
-    multipliers: list[tuple[int, int]],
-    output: QuantParams,
-    fused_relu: bool,
-) -> np.ndarray:
-    """int64 accumulators (bias added, channels on the last axis) to the layer's int8 codes.
-
-    :func:`multiply_by_quantized_multiplier` per channel, plus the output zero point, saturated
-    to int8 (to ``[zero_point, 127]`` with a fused ReLU).
-    """
+def _requantize(accumulator: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
+    """int64 accumulators (bias added, channels last) to the layer's int8 output codes."""
+    multipliers = output_multipliers(layer.op, params.scale, layer.weight_scale, layer.output.scale)
     quantized = np.array([m for m, _ in multipliers], np.int64)
     shifts = np.array([s for _, s in multipliers], np.int64)
     scaled = multiply_by_quantized_multiplier(accumulator, quantized, shifts)
-    scaled += output.zero_point
-    return _saturate(scaled, output, fused_relu)
+    scaled += layer.output.zero_point
+    return _saturate(scaled, layer.output, layer.fused_relu)
 
 
 def _saturate(values: np.ndarray, output: QuantParams, fused_relu: bool) -> np.ndarray:
@@ -168,11 +160,6 @@ def _saturate(values: np.ndarray, output: QuantParams, fused_relu: bool) -> np.n
     np.maximum(values, low, out=values)
     np.minimum(values, INT8_MAX, out=values)
     return values.astype(np.int8)
-
-
-def _requantize(accumulator: np.ndarray, params: QuantParams, layer: IntLayer) -> np.ndarray:
-    multipliers = output_multipliers(layer.op, params.scale, layer.weight_scale, layer.output.scale)
-    return requantize(accumulator, multipliers, layer.output, layer.fused_relu)
 
 
 def _with_bias(accumulator: np.ndarray, layer: IntLayer) -> np.ndarray:

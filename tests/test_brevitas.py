@@ -399,7 +399,7 @@ def test_ds_cnn_folds_batch_norm_and_its_int_graph_agrees(ds_cnn) -> None:
     with torch.no_grad():
         x = qmodel.input_quant(features.reshape(-1, 1, 25, 20))
         for conv, relu in zip(qmodel.convs, qmodel.relus, strict=True):
-            x = device_output(conv, x, relu.act_quant, lambda: None, fused_relu=True)
+            x = device_output(conv, x, relu)
         pooled = qmodel.pool(x).int().numpy().astype(int).reshape(64, -1) + pool.output.zero_point
     ours = trace_int_graph(graph, quantize_input(graph, test.features[:64]))[9].reshape(64, -1)
     assert (ours == pooled).all()

@@ -19,7 +19,6 @@ training steps (train mode) run Brevitas' simulation, which its gradients are ma
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,27 +34,29 @@ with TFLM's integer arithmetic: far wider than the float32 error of ``accumulato
 for any code that does not saturate (below 2**-14)."""
 
 
-def device_output(
-    layer: Any, x: Any, output_quant: Any, brevitas: Callable[[], Any], fused_relu: bool
-) -> Any:
-    """The output of ``layer`` on ``x``, quantized with the values TFLM computes.
+def device_output(layer: Any, x: Any, relu: Any = None) -> Any:
+    """The output of ``layer`` on ``x`` (then of ``relu``), quantized with TFLM's values.
 
     :param layer: a ``QuantConv2d`` or ``QuantLinear`` whose input is ``x``.
     :param x: the layer's input, an ``IntQuantTensor`` with zero point 0.
-    :param output_quant: the proxy of the quantizer that quantizes the output (the ReLU's, or
-        the layer's own): its scale, bit width and sign.
-    :param brevitas: computes the same output as Brevitas does (the layer, then its output
-        quantizer). It runs while gradients are recorded, which then flow through it
-        (straight through the difference to TFLM's values), and when ``x`` is not quantized
-        (Brevitas is calibrating): its result is then returned as it is.
-    :param fused_relu: whether the output is clamped at zero (a ReLU's unsigned output).
-    :returns: an ``IntQuantTensor`` on the output quantizer's grid.
+    :param relu: the ``QuantReLU`` whose quantizer quantizes the output (clamped at zero, as a
+        fused ReLU); without it, the layer's own output quantizer.
+    :returns: an ``IntQuantTensor`` on the output quantizer's grid. While gradients are
+        recorded Brevitas computes the output too, and they flow through it (straight through
+        the difference to TFLM's values); while ``x`` is not quantized (Brevitas is
+        calibrating) Brevitas' output is returned as it is.
     """
+
+    def brevitas() -> Any:
+        return relu(layer(x)) if relu is not None else layer(x)
+
     quantized = brevitas() if torch.is_grad_enabled() or not isinstance(x, IntQuantTensor) else None
     if not isinstance(x, IntQuantTensor) or (
         quantized is not None and not isinstance(quantized, IntQuantTensor)
     ):
         return quantized
+    output_quant = relu.act_quant if relu is not None else layer.output_quant
+    fused_relu = relu is not None
     with torch.no_grad():
         # Its scale and bit width, from quantizing a zero: the proxy's scale() and bit_width()
         # each switch its modules to eval and back, which took most of a batch-1 pass.

@@ -196,28 +196,22 @@ class QuantKwsNet(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Return logits; flat ``[N, frames * bins]`` features work too."""
         x = self.input_quant(features.reshape(-1, 1, *self.input_shape))
+        device = self.device_rounding and not self.training
         last = len(self.convs) - 1
         for index, (conv, relu) in enumerate(zip(self.convs, self.relus, strict=True)):
-            if self.training or not self.device_rounding:
-                y = conv(x)
-                if index == last and self.spec.dropout:
-                    # relu(dropout(y)) == dropout(relu(y)): dropping before the quantizer
-                    # keeps the ReLU output on its grid for the fully connected layer's bias.
-                    y = F.dropout(y, self.spec.dropout, self.training)
-                x = relu(y)
-            else:
-                x = device_output(
-                    conv, x, relu.act_quant, lambda c=conv, r=relu, i=x: r(c(i)), fused_relu=True
-                )
+            if device:
+                x = device_output(conv, x, relu)
+                continue
+            y = conv(x)
+            if index == last and self.spec.dropout:
+                # relu(dropout(y)) == dropout(relu(y)): dropping before the quantizer keeps
+                # the ReLU output on its grid for the fully connected layer's int32 bias.
+                y = F.dropout(y, self.spec.dropout, self.training)
+            x = relu(y)
         if self.pool is not None:
             x = self.pool(x)
         x = torch.flatten(x, 1)
-        if self.training or not self.device_rounding:
-            logits = self.fc(x)
-        else:
-            logits = device_output(
-                self.fc, x, self.fc.output_quant, lambda: self.fc(x), fused_relu=False
-            )
+        logits = device_output(self.fc, x) if device else self.fc(x)
         # A plain tensor while Brevitas calibrates (its quantizers are off then).
         return logits.value if isinstance(logits, IntQuantTensor) else logits
 

@@ -104,10 +104,12 @@ class PtqQuantizer:
 
             # Bias correction hooks the layers, which the device rounding of eval mode skips.
             qmodel.device_rounding = False
-            with torch.no_grad(), bias_correction_mode(qmodel):
-                for batch in batches:
-                    qmodel(batch)
-            qmodel.device_rounding = True
+            try:
+                with torch.no_grad(), bias_correction_mode(qmodel):
+                    for batch in batches:
+                        qmodel(batch)
+            finally:
+                qmodel.device_rounding = True
             qmodel.eval()
         info["bias_correction"] = settings["bias_correction"]
         return StepResult(qmodel, info)
