@@ -6,7 +6,8 @@ most single changes to the recipe move it. Compare recipes on the mean and the s
 seeds, on validation first, not on one run's test split. The features come from the cache (the
 first run of a config computes them); training, evaluation and, unless ``[stream] enabled`` is
 false, the stream stage (recognizer tuned on the validation stream, scored on the test stream)
-repeat per seed.
+repeat per seed. ``rejected`` is the share of the test speakers' confusables, fillers and other
+speech each seed's model rejects (``rejection.words.by_kind`` of the evaluate stage).
 
 The ``ensemble`` record scores the average of the seeds' softmax outputs on each split: how
 much of the gap to a target is the variance between training runs (an average of runs beats
@@ -33,6 +34,7 @@ import numpy as np
 
 from kwscompress import Pipeline
 from kwscompress.config import Config
+from kwscompress.rejection import word_table
 from kwscompress.train import predict, set_seed, train_model
 
 SPLITS = ("validation", "testing")
@@ -61,6 +63,10 @@ def _train_one(
     }
     scores = {split: predict(model, sets.splits[split].features) for split in SPLITS}
     row.update({split: _recalls(sets, split, scores[split]) for split in SPLITS})
+    probes = pipe.rejection_probes(sets)
+    if probes.words is not None:
+        kinds = word_table(model, probes.words, sets.labels)["by_kind"]
+        row["rejected"] = {kind: round(k["rejection_rate"], 4) for kind, k in kinds.items()}
     if config.stream.enabled:
         stream = pipe.stream(model, sets)
         row["stream"] = {
@@ -96,7 +102,7 @@ def _ensemble(sets: Any, scores: list[dict[str, np.ndarray]]) -> dict[str, Any]:
 
 def _spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    for part in (*SPLITS, "stream"):
+    for part in (*SPLITS, "rejected", "stream"):
         if part not in rows[0]:
             continue
         names = [k for k, v in rows[0][part].items() if isinstance(v, float | int)]

@@ -103,6 +103,10 @@ class DataConfig:
     """Training clips are scaled by a random gain of up to this many dB either way."""
     augment_copies: int = 6
     """Augmented versions of each training clip whose features are computed (and cached)."""
+    redraw_unknown: bool = True
+    """Each augmented training copy after the first fills its ``_unknown_`` places with the next
+    clips of the training speakers' whole ``_unknown_`` pool, not the same sampled ones again:
+    as many ``_unknown_`` examples per epoch, from all the other words the speakers said."""
     stream_examples: float = 0.5
     """Training examples cut from a continuous stream of the training speakers' words, as a
     share of the training clips (0: none): keywords wholly inside a window, other words whole

@@ -154,6 +154,35 @@ def test_training_is_augmented_and_evaluation_is_deterministic(make_dataset) -> 
     assert len(silence) and all(np.abs(s).max() > 0 for s in silence)
 
 
+def test_later_training_copies_draw_other_unknown_clips(make_dataset) -> None:
+    root = make_dataset(per_split=6)
+    plain = dict(time_shift_ms=0, background_frequency=0, speed_frequency=0, level_db=0)
+    config = DataConfig(unknown_percentage=25, augment_copies=4, band_limit_frequency=0, **plain)
+    index = index_dataset(root, config)
+    training = AudioLoader(index, config).load("training")
+    pool = [read_clip(c.path, SAMPLE_RATE, SAMPLE_RATE).audio for c in index.unknown_pool]
+    sampled = [c for c in training.clips if c.label == 1]
+    assert len(pool) == 12 and len(sampled) == 3  # cat and dog of 6 speakers; 25 % of 12
+    assert index.unknown_pool[:3] == sampled
+    copies = list(training.copies())
+    unknown = training.labels == 1
+    drawn = [
+        [next(k for k, clip in enumerate(pool) if np.array_equal(clip, audio)) for audio in c]
+        for c in (copy[unknown] for copy in copies)
+    ]
+    # The first copy holds the sampled clips, each later one the pool's next ones, round it.
+    assert drawn == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    # Keywords keep their places, and each pass makes the same copies.
+    speech = training.labels > 1
+    assert all(np.array_equal(c[speech], copies[0][speech]) for c in copies)
+    assert all(np.array_equal(a, b) for a, b in zip(training.copies(), copies, strict=True))
+    fixed = DataConfig(**{**vars(config), "redraw_unknown": False})
+    same = list(AudioLoader(index_dataset(root, fixed), fixed).load("training").copies())
+    words = training.labels > 0
+    assert all(np.array_equal(c[words], same[0][words]) for c in same[1:])
+    assert index_dataset(root, fixed).fingerprint() != index.fingerprint()
+
+
 def test_silence_without_noise_files_is_a_clear_error(make_dataset) -> None:
     root = make_dataset()
     for path in (root / "_background_noise_").glob("*.wav"):

@@ -54,8 +54,9 @@ class SplitAudio:
 
     labels: np.ndarray
     clips: list[ClipRef]
-    augment: Callable[[np.random.Generator], np.ndarray]
-    """One augmented copy ``[N, samples]`` of the clips as read (silence as zeros), drawing
+    """The clips of the first copy (later copies may hold other ``_unknown_`` clips)."""
+    augment: Callable[[int, np.random.Generator], np.ndarray]
+    """Augmented copy number ``i`` ``[N, samples]`` of the split (silence as zeros), drawing
     from the generator."""
     count: int
     """Copies of this split: ``augment_copies`` for training, 1 otherwise."""
@@ -65,8 +66,8 @@ class SplitAudio:
     def copies(self) -> Iterator[np.ndarray]:
         """Each augmented copy ``[N, samples]`` in turn; every call yields the same copies."""
         rng = np.random.default_rng(self.seed)
-        for _ in range(self.count):
-            yield self.augment(rng)
+        for i in range(self.count):
+            yield self.augment(i, rng)
 
 
 @dataclass
@@ -79,6 +80,9 @@ class DatasetIndex:
     background_files: list[Path]
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     converted_files: list[dict[str, str]] = field(default_factory=list)
+    unknown_pool: list[ClipRef] = field(default_factory=list)
+    """Every ``_unknown_`` clip of the training speakers, the sampled ones first, when later
+    training copies draw their ``_unknown_`` clips afresh (``[data] redraw_unknown``)."""
 
     def split_summary(self) -> dict[str, dict[str, int]]:
         """Clips per class per split (the reference report's Table 2), with totals."""
@@ -93,14 +97,15 @@ class DatasetIndex:
     def fingerprint(self) -> str:
         """A hash of every file's content and of the clip selection: the feature cache key."""
         digest = hashlib.sha256()
+        selections = {**self.splits, "unknown_pool": self.unknown_pool}
         for path in sorted(
-            {c.path for cs in self.splits.values() for c in cs if c.path}
+            {c.path for cs in selections.values() for c in cs if c.path}
             | set(self.background_files)
         ):
             digest.update(str(path.relative_to(self.root)).encode())
             digest.update(path.read_bytes())
-        for split in SPLITS:
-            for clip in self.splits[split]:
+        for split, clips in selections.items():
+            for clip in clips:
                 # Relative paths: a cache or dataset folder that moves keeps its features.
                 name = clip.path.relative_to(self.root) if clip.path else None
                 digest.update(f"{split}:{clip.label}:{name}".encode())
@@ -159,6 +164,8 @@ def index_dataset(root: Path, config: DataConfig) -> DatasetIndex:
     background_dir = root / BACKGROUND_NOISE_DIR
     background = sorted(background_dir.glob("*.wav")) if background_dir.is_dir() else []
     index = DatasetIndex(root, labels, splits, [])
+    if config.redraw_unknown and config.augment_copies > 1:
+        index.unknown_pool = unknown["training"]
     for path in background:
         try:
             read_clip(path, config.sample_rate)
@@ -221,18 +228,52 @@ class AudioLoader:
         labels = np.array([c.label for c in clips], dtype=np.int64)
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
         training = split == "training"
+        redraw = self._unknown_redraws(clips) if training else None
         return SplitAudio(
             labels=labels,
             clips=clips,
-            augment=functools.partial(self._augment, stack, labels, training=training),
+            augment=functools.partial(self._augment, stack, labels, redraw, training=training),
             count=self.config.augment_copies if training else 1,
             # Validation and test noise is drawn from a fixed seed per split: evaluation repeats.
             seed=[self.config.seed, SPLITS.index(split)],
         )
 
+    def _unknown_redraws(self, clips: list[ClipRef]) -> Callable[[int], np.ndarray] | None:
+        """For copy ``i``, the audio of the pool's clips its ``_unknown_`` places hold.
+
+        Copy 0 holds the split's own sampled clips (the pool's first ones); each later copy
+        the next ones, round the pool, so six copies of a pool 2.75 times the sampled clips
+        show every clip two or three times instead of the sampled third six times.
+        """
+        places = sum(clip.label == 1 for clip in clips)
+        if not places or len(self.index.unknown_pool) <= places:
+            return None
+
+        @functools.cache
+        def pool() -> np.ndarray:
+            # Read for the second copy, which is augmented while the first one is featurized.
+            audio = (self._read(c.path, self.num_samples) for c in self.index.unknown_pool)
+            return np.stack([a for a in audio if a is not None])
+
+        def redraw(copy: int) -> np.ndarray:
+            audio = pool()
+            return audio[(copy * places + np.arange(places)) % len(audio)]
+
+        return redraw
+
     def _augment(
-        self, clips: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, training: bool
+        self,
+        clips: np.ndarray,
+        labels: np.ndarray,
+        redraw: Callable[[int], np.ndarray] | None,
+        copy: int,
+        rng: np.random.Generator,
+        *,
+        training: bool,
     ) -> np.ndarray:
+        if redraw is not None and copy > 0:
+            clips = clips.copy()
+            clips[labels == 1] = redraw(copy)
         out = np.empty_like(clips)
         config = self.config
         shift_max = int(config.time_shift_ms * config.sample_rate / 1000)

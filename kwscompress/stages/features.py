@@ -42,7 +42,8 @@ class FeatureSets:
     labels: list[str]
     splits: dict[str, LabeledFeatures]
     files: dict[str, list[str]]
-    """Per split, each example's file relative to the dataset root ('' for silence)."""
+    """Per split, each example's file relative to the dataset root ('' for silence); for the
+    training split's ``_unknown_`` examples, the file of the first augmented copy."""
     meta: dict[str, Any]
     """Split summary, skipped and converted files, extractor settings, cache key."""
 
