@@ -228,7 +228,8 @@ class AudioLoader:
         labels = np.array([c.label for c in clips], dtype=np.int64)
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
         training = split == "training"
-        redraw = self._unknown_redraws(clips) if training else None
+        is_unknown = labels == self.index.labels.index(UNKNOWN_LABEL)
+        redraw = self._unknown_redraws(is_unknown) if training else None
         return SplitAudio(
             labels=labels,
             clips=clips,
@@ -238,14 +239,17 @@ class AudioLoader:
             seed=[self.config.seed, SPLITS.index(split)],
         )
 
-    def _unknown_redraws(self, clips: list[ClipRef]) -> Callable[[int], np.ndarray] | None:
-        """For copy ``i``, the audio of the pool's clips its ``_unknown_`` places hold.
+    def _unknown_redraws(
+        self, is_unknown: np.ndarray
+    ) -> Callable[[np.ndarray, int], np.ndarray] | None:
+        """Given the clips' audio and copy ``i``, that audio with the ``_unknown_`` places
+        holding the pool's clips of copy ``i``.
 
         Copy 0 holds the split's own sampled clips (the pool's first ones); each later copy
         the next ones, round the pool, so six copies of a pool 2.75 times the sampled clips
         show every clip two or three times instead of the sampled third six times.
         """
-        places = sum(clip.label == 1 for clip in clips)
+        places = int(is_unknown.sum())
         if not places or len(self.index.unknown_pool) <= places:
             return None
 
@@ -255,9 +259,11 @@ class AudioLoader:
             audio = (self._read(c.path, self.num_samples) for c in self.index.unknown_pool)
             return np.stack([a for a in audio if a is not None])
 
-        def redraw(copy: int) -> np.ndarray:
+        def redraw(clips: np.ndarray, copy: int) -> np.ndarray:
             audio = pool()
-            return audio[(copy * places + np.arange(places)) % len(audio)]
+            clips = clips.copy()
+            clips[is_unknown] = audio[(copy * places + np.arange(places)) % len(audio)]
+            return clips
 
         return redraw
 
@@ -265,15 +271,14 @@ class AudioLoader:
         self,
         clips: np.ndarray,
         labels: np.ndarray,
-        redraw: Callable[[int], np.ndarray] | None,
+        redraw: Callable[[np.ndarray, int], np.ndarray] | None,
         copy: int,
         rng: np.random.Generator,
         *,
         training: bool,
     ) -> np.ndarray:
         if redraw is not None and copy > 0:
-            clips = clips.copy()
-            clips[labels == 1] = redraw(copy)
+            clips = redraw(clips, copy)
         out = np.empty_like(clips)
         config = self.config
         shift_max = int(config.time_shift_ms * config.sample_rate / 1000)
