@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install demo test lint docs bench browser clean
+.PHONY: install demo test lint docs bench browser flite clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "note: chromium could not be installed; the report's browser test will skip"
 
-test: $(INSTALLED) browser
+# Flite, the synthetic dataset's optional second speech engine ([data.synth] flite_share), is a
+# Debian package (PyPI has none); the tests of it need it.
+flite:
+	@ldconfig -p 2>/dev/null | grep -q libflite_cmu_us_slt || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && { apt-get install -y -qq libflite1 >/dev/null 2>&1 \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libflite1 >/dev/null; }; }; } \
+	  || echo "note: libflite1 could not be installed; the Flite tests will skip"
+
+test: $(INSTALLED) browser flite
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 	$(MAKE) docs

@@ -1,6 +1,7 @@
-"""Measure synthesis speed of the espeak-ng dataset; prints one JSON object.
+"""Measure synthesis speed of the synthetic dataset; prints one JSON object.
 
-Usage: ``python benchmarks/bench_synth.py [--speakers N] [--repeats N] [--workers N]``.
+Usage: ``python benchmarks/bench_synth.py [--speakers N] [--repeats N] [--workers N]
+[--flite-share S]`` (default 0, espeak-ng alone, as the config; ``flite_speakers`` in the output).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--noise-files", type=int, default=6)
     parser.add_argument("--noise-seconds", type=float, default=30.0)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--flite-share", type=float, default=SynthConfig.flite_share)
     args = parser.parse_args()
     config = SynthConfig(
         speakers=args.speakers,
@@ -31,6 +33,7 @@ def main() -> None:
         unknown_repeats=args.unknown_repeats,
         noise_files=args.noise_files,
         noise_seconds=args.noise_seconds,
+        flite_share=args.flite_share,
     )
     wanted = ["yes", "no"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,6 +50,7 @@ def main() -> None:
                 "seconds": round(seconds, 3),
                 "clips_per_second": round(summary["clips"] / seconds, 1),
                 "workers": summary["workers"],
+                "flite_speakers": summary["flite_speakers"],
                 "cores_available": len(os.sched_getaffinity(0)),
                 "noise_audio_seconds": config.noise_files * config.noise_seconds,
             },

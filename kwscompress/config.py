@@ -54,6 +54,15 @@ class SynthConfig:
     other_speech_repeats: int = 1
     """Clips per speaker of each kind of other speech (``_unknown_``): a two-word phrase, a
     word fragment and a non-word."""
+    flite_share: float = 0.0
+    """Share of the training speakers who speak with one of Flite's voices, cut from recordings
+    of real speakers, instead of espeak-ng (:mod:`kwscompress.data.synth.flite`; needs the
+    Debian package ``libflite1``). Off by default: measured, it helps keywords spoken by an
+    unseen Flite voice but costs rejection of confusable words (:doc:`/rejection`)."""
+    flite_voices: list[str] = field(default_factory=lambda: ["awb", "rms", "slt", "kal16"])
+    """The Flite voices those speakers take in turn (of ``awb``, ``rms``, ``slt``, ``kal16``);
+    leaving one out keeps it for a test of a voice no training clip had
+    (``benchmarks/bench_other_engine.py``)."""
     noise_files: int = 6
     """Background noise recordings written to ``_background_noise_``."""
     noise_seconds: float = 30.0
@@ -439,6 +448,7 @@ LIMITS: dict[str, Limit] = {
     "data.synth.confusables": Limit(0, 1_000),
     "data.synth.confusable_repeats": Limit(0, 10_000),
     "data.synth.other_speech_repeats": Limit(0, 10_000),
+    "data.synth.flite_share": Limit(0, 1),
     "data.synth.noise_files": Limit(0, 1_000),
     "data.synth.noise_seconds": Limit(1, 3_600),
     "data.silence_percentage": Limit(0, 1_000),

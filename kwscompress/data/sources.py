@@ -1,8 +1,8 @@
 """Built-in dataset sources (a plugin, registered through the ``kwscompress`` entry point group).
 
 ``synthetic``
-    The embedded offline dataset: speech synthesized with espeak-ng in the Speech Commands
-    layout, cached under the cache directory by a hash of its settings, so it is made once.
+    The embedded offline dataset: speech synthesized with espeak-ng and Flite in the Speech
+    Commands layout, cached under the cache directory by a hash of its settings, so it is made once.
 ``speech_commands``
     A Speech Commands copy (v0.02 or anything in its layout) the user already has at ``root``.
 """
@@ -22,10 +22,12 @@ from kwscompress.run import file_lock
 
 
 class SyntheticSource:
-    """Speech Commands-style data made offline with espeak-ng."""
+    """Speech Commands-style data made offline with espeak-ng and Flite."""
 
     name = "synthetic"
-    description = "offline synthetic Speech Commands (espeak-ng voices, noise, room effects)"
+    description = (
+        "offline synthetic Speech Commands (espeak-ng and Flite voices, noise, room effects)"
+    )
 
     def prepare(self, config: DataConfig, cache_dir: Path) -> Path:
         """Synthesize the dataset into the cache unless an identical one is there already."""
@@ -36,7 +38,7 @@ class SyntheticSource:
             "wanted_words": config.wanted_words,
             "validation_percentage": config.validation_percentage,
             "testing_percentage": config.testing_percentage,
-            "generator": synth.generator_fingerprint(),
+            "generator": synth.generator_fingerprint(config.synth),
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         root = cache_dir / "synth" / key

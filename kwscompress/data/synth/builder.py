@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +38,6 @@ from kwscompress.data.synth.voices import (
 )
 from kwscompress.errors import KwsError
 from kwscompress.run import ensure_dir, remove_stale_temps, write_json
-
-if TYPE_CHECKING:
-    from kwscompress.data.synth.espeak import Espeak
 
 FILLER_WORDS = (
     "bed",
@@ -97,11 +94,17 @@ GENERATOR_VERSION = 3
 """Bumped whenever the same settings start producing different files (part of the cache key)."""
 
 
-def generator_fingerprint() -> str:
-    """What besides the settings decides the output: this generator and the espeak-ng build."""
+def generator_fingerprint(config: SynthConfig) -> str:
+    """What besides the settings decides the output: this generator, the espeak-ng build and,
+    when some speakers use it, the Flite build (an error naming the missing library if there
+    is none)."""
     from kwscompress.data.synth.espeak import espeak_version
+    from kwscompress.data.synth.flite import flite_fingerprint
 
-    return f"{GENERATOR_VERSION}/{espeak_version()}"
+    engines = (
+        f"{espeak_version()}/{flite_fingerprint()}" if config.flite_share else espeak_version()
+    )
+    return f"{GENERATOR_VERSION}/{engines}"
 
 
 def filler_words(wanted_words: Sequence[str]) -> list[str]:
@@ -159,7 +162,12 @@ def synthesize(
     _check(out_dir, config, wanted_words)
     start = time.perf_counter()
     speakers = plan_speakers(
-        config.seed, config.speakers, validation_percentage, testing_percentage
+        config.seed,
+        config.speakers,
+        validation_percentage,
+        testing_percentage,
+        config.flite_share,
+        config.flite_voices,
     )
     words = list(wanted_words) + list(unknown_words(config, wanted_words))
     ensure_dir(out_dir.parent, "dataset folder")
@@ -207,6 +215,7 @@ def synthesize(
         "words": words,
         "speakers": len(speakers),
         "voice_variants": len({s.voice for s in speakers}),
+        "flite_speakers": sum(s.engine == "flite" for s in speakers),
         "held_out_families": manifest["held_out_families"],
         "held_out_speakers": sum(s.held_out for s in speakers),
         "splits": lists,
@@ -248,15 +257,13 @@ class _SpeakerJob:
     wanted: tuple[str, ...] = ()
 
     def __call__(self) -> None:
-        from kwscompress.data.synth.espeak import engine
-
-        espeak = engine()
+        speak = _flite_speech if self.speaker.engine == "flite" else _espeak_speech
         for word, repeat, name in self.clips:
             rng = np.random.default_rng(clip_seed(self.seed, self.speaker.speaker_id, word, repeat))
             text, keep = word, 1.0
             if word in confusables.OTHER_SPEECH and word not in self.wanted:
                 text, keep = confusables.other_speech(word, rng, self.speech_words, self.wanted)
-            audio = _clip(espeak, self.speaker, text, rng, keep)
+            audio = _clip(speak, self.speaker, text, rng, keep)
             _write_wav(Path(self.root) / name, effects.to_int16(audio))
 
     def names(self) -> list[str]:
@@ -404,13 +411,11 @@ def _worker(job: _SpeakerJob | _NoiseJob, parent: int) -> None:
     job()
 
 
-def _clip(
-    espeak: Espeak, speaker: Speaker, word: str, rng: np.random.Generator, keep: float = 1.0
-) -> np.ndarray:
-    """One recording of ``word`` by ``speaker``, as float audio of exactly one second.
+def _espeak_speech(speaker: Speaker, word: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``word`` (or ``[[phonemes]]``) spoken by an espeak-ng speaker, trimmed, and its rate."""
+    from kwscompress.data.synth.espeak import engine
 
-    ``keep`` below 1 keeps only that first share of the spoken word (a fragment).
-    """
+    espeak = engine()
     text = word
     if word in PRONUNCIATIONS and rng.random() < 0.5:
         text = f"[[{rng.choice(PRONUNCIATIONS[word])}]]"
@@ -434,9 +439,47 @@ def _clip(
         rate = rate * 3 // 4
     if x.size == 0:
         raise KwsError(f"espeak-ng says nothing for {spoken!r} with voice {speaker.voice!r}")
+    return x, espeak.sample_rate
+
+
+def _flite_speech(speaker: Speaker, word: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``word`` (or ``[[phonemes]]``, spoken as Flite phones) spoken by a Flite speaker, trimmed,
+    and its rate. The speaker's rate in words per minute becomes Flite's duration stretch
+    against espeak-ng's default of 175."""
+    from kwscompress.data.synth import flite
+
+    rate = float(np.clip(speaker.rate * np.exp(rng.normal(0, 0.12)), 80, 320))
+    if word.startswith("[["):
+        text, phones = flite.flite_phones(word.strip("[]")), True
+    else:
+        text, phones = word + _PUNCTUATION[int(rng.integers(len(_PUNCTUATION)))], False
+    seed = int(rng.integers(2**31))
+    x = effects.trim(
+        flite.engine().synth(
+            text, speaker.voice, duration_stretch=175 / rate, phones=phones, seed=seed
+        )
+    )
+    if x.size == 0:
+        raise KwsError(f"Flite says nothing for {text!r} with voice {speaker.voice!r}")
+    return x, flite.SAMPLE_RATE
+
+
+def _clip(
+    speak: Callable[[Speaker, str, np.random.Generator], tuple[np.ndarray, int]],
+    speaker: Speaker,
+    word: str,
+    rng: np.random.Generator,
+    keep: float = 1.0,
+) -> np.ndarray:
+    """One recording of ``word`` by ``speaker``, as float audio of exactly one second.
+
+    ``speak`` is the speaker's engine (:func:`_espeak_speech` or :func:`_flite_speech`).
+    ``keep`` below 1 keeps only that first share of the spoken word (a fragment).
+    """
+    x, source_rate = speak(speaker, word, rng)
     if keep < 1.0:
         x = effects.trim(x[: max(1, int(x.size * keep))])
-    x = effects.resample(x, espeak.sample_rate, speaker.formant_shift * np.exp(rng.normal(0, 0.03)))
+    x = effects.resample(x, source_rate, speaker.formant_shift * np.exp(rng.normal(0, 0.03)))
     x = effects.microphone(
         x,
         speaker.highpass_hz * np.exp(rng.normal(0, 0.2)),
@@ -517,11 +560,12 @@ def _manifest(
     background: list[dict[str, str]],
 ) -> dict[str, Any]:
     from kwscompress.data.synth.espeak import espeak_version
+    from kwscompress.data.synth.flite import flite_fingerprint
     from kwscompress.data.synth.voices import voice_variants
 
     return {
         "format": 1,
-        "generator": "kwscompress.data.synth (espeak-ng)",
+        "generator": "kwscompress.data.synth (espeak-ng, Flite)",
         "seed": config.seed,
         "settings": {
             **asdict(config),
@@ -542,4 +586,5 @@ def _manifest(
         "speakers": [speaker.to_json() for speaker in speakers],
         "background_noise": background,
         "espeak_ng": espeak_version(),
+        "flite": flite_fingerprint() if config.flite_share else None,
     }

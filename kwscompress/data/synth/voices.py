@@ -4,12 +4,18 @@ A speaker of the synthetic set is one accent (``en-us``, ``en-gb-scotland``, ...
 of espeak-ng's voice variants (``m3``, ``f2``, ``klatt4``, ``whisper``, ...) and its own rate,
 pitch, pitch range, formant shift, microphone and room. Accents are the families: whole families
 are held out of training and validation so that evaluation measures accents the model never heard.
+A share of the training speakers (``[data.synth] flite_share``) speak with one of Flite's voices
+instead (:mod:`kwscompress.data.synth.flite`), family :data:`FLITE_FAMILY`, with the same rate,
+formant shift, microphone and room drawn for them. Flite has only four voices, so its speakers
+are training speakers only: in validation they would flatter the choice of the best epoch, in
+testing they would be voices the model trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
@@ -17,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from kwscompress.data.splits import which_set
+from kwscompress.data.synth.flite import VOICES as FLITE_VOICES
+from kwscompress.errors import KwsError
 
 FAMILIES = (
     "en-us",
@@ -29,6 +37,9 @@ FAMILIES = (
     "en-us-nyc",
 )
 """espeak-ng's English accents, one voice family each (``en`` is British English)."""
+
+FLITE_FAMILY = "flite"
+"""The family of the speakers voiced by Flite (their variant is the Flite voice)."""
 
 HELD_OUT_SHARE = 0.125
 """Share of the families (at least one) whose speakers all go to the testing split."""
@@ -81,13 +92,19 @@ class Speaker:
     """Probability that a clip is recorded in a reverberant room."""
 
     @property
+    def engine(self) -> str:
+        """The speech engine: ``flite`` for the :data:`FLITE_FAMILY`, else ``espeak``."""
+        return "flite" if self.family == FLITE_FAMILY else "espeak"
+
+    @property
     def voice(self) -> str:
-        """The voice name espeak-ng takes: ``family+variant``."""
-        return f"{self.family}+{self.variant}"
+        """The voice name the engine takes: ``family+variant`` for espeak-ng (``en-us+m3``), the
+        Flite voice (``slt``) for Flite."""
+        return self.variant if self.engine == "flite" else f"{self.family}+{self.variant}"
 
     def to_json(self) -> dict[str, Any]:
         """The speaker as a JSON-ready dict (for the manifest)."""
-        return {**asdict(self), "voice": self.voice}
+        return {**asdict(self), "engine": self.engine, "voice": self.voice}
 
 
 def held_out_families(seed: int, testing_percentage: float = 10.0) -> list[str]:
@@ -100,7 +117,12 @@ def held_out_families(seed: int, testing_percentage: float = 10.0) -> list[str]:
 
 
 def plan_speakers(
-    seed: int, count: int, validation_percentage: float, testing_percentage: float
+    seed: int,
+    count: int,
+    validation_percentage: float,
+    testing_percentage: float,
+    flite_share: float = 0.0,
+    flite_voices: Sequence[str] = FLITE_VOICES,
 ) -> list[Speaker]:
     """Draw ``count`` speakers and give each an id that the split rule puts where it belongs.
 
@@ -108,7 +130,17 @@ def plan_speakers(
     speaks with the held-out families and goes to testing only, so training never hears them.
     The other speakers rotate through the remaining families and are spread over the splits in
     the configured proportions exactly, so even a small set has speakers in every split.
+    ``flite_share`` of the training speakers, evenly spread through them, speak with the Flite
+    voices ``flite_voices`` in turn instead. Everything else is drawn as if they did not (each
+    still takes its espeak-ng variant from the deck), so the validation and testing speakers
+    are those of ``flite_share = 0``, whose plan is the plan from before Flite came.
     """
+    unknown = sorted(set(flite_voices) - set(FLITE_VOICES))
+    if flite_share and (unknown or not flite_voices):
+        raise KwsError(
+            f"[data.synth] flite_voices = {list(flite_voices)} "
+            f"{f'names {unknown}' if unknown else 'is empty'}; valid: {', '.join(FLITE_VOICES)}"
+        )
     rng = np.random.default_rng([seed, 0x5EA7])
     held = held_out_families(seed, testing_percentage)
     seen_families = [str(f) for f in rng.permutation(FAMILIES) if f not in held]
@@ -123,19 +155,29 @@ def plan_speakers(
         (seen_families[i % len(seen_families)], split, False)
         for i, split in enumerate(rng.permutation(targets))
     ]
+    flite_rng = np.random.default_rng([seed, 0xF11E])  # apart, so share 0 keeps the old plan
+    voices_left: list[str] = []
     variants: list[str] = []
     used: set[str] = set()
     speakers = []
+    trained = 0
     for family, split, held_out in plan:
         if not variants:
             variants = list(rng.permutation(voice_variants()))
+        variant = str(variants.pop())
+        if split == "training":
+            if int((trained + 1) * flite_share) > int(trained * flite_share):
+                if not voices_left:
+                    voices_left = list(flite_rng.permutation(list(flite_voices)))
+                family, variant = FLITE_FAMILY, str(voices_left.pop())
+            trained += 1
         speaker_id = _draw_id(rng, used, split, validation_percentage, testing_percentage)
         used.add(speaker_id)
         speakers.append(
             Speaker(
                 speaker_id=speaker_id,
                 family=family,
-                variant=str(variants.pop()),
+                variant=variant,
                 held_out=held_out,
                 rate=int(rng.integers(105, 300)),  # slow to fast talkers
                 pitch=int(rng.integers(10, 91)),
