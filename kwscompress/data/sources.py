@@ -1,8 +1,9 @@
 """Built-in dataset sources (a plugin, registered through the ``kwscompress`` entry point group).
 
 ``synthetic``
-    The embedded offline dataset: speech synthesized with espeak-ng and Flite in the Speech
-    Commands layout, cached under the cache directory by a hash of its settings, so it is made once.
+    The embedded offline dataset: speech synthesized with espeak-ng (and optionally Flite) in the
+    Speech Commands layout, cached under the cache directory by a hash of its settings, so it is
+    made once.
 ``speech_commands``
     A Speech Commands copy (v0.02 or anything in its layout) the user already has at ``root``.
 """
@@ -22,12 +23,10 @@ from kwscompress.run import file_lock
 
 
 class SyntheticSource:
-    """Speech Commands-style data made offline with espeak-ng and Flite."""
+    """Speech Commands-style data made offline with espeak-ng (and optionally Flite)."""
 
     name = "synthetic"
-    description = (
-        "offline synthetic Speech Commands (espeak-ng and Flite voices, noise, room effects)"
-    )
+    description = "offline synthetic Speech Commands (espeak-ng voices, noise, room effects)"
 
     def prepare(self, config: DataConfig, cache_dir: Path) -> Path:
         """Synthesize the dataset into the cache unless an identical one is there already."""

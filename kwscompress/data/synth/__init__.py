@@ -1,4 +1,4 @@
-"""The embedded offline synthetic Speech Commands dataset, spoken by espeak-ng and Flite.
+"""The embedded offline synthetic Speech Commands dataset, spoken by espeak-ng (optionally Flite).
 
 :func:`synthesize` writes a folder in the exact layout of Speech Commands v0.02 (one folder per
 word, ``SPEAKER_nohash_N.wav`` clips, ``validation_list.txt``, ``testing_list.txt``,

@@ -565,7 +565,7 @@ def _manifest(
 
     return {
         "format": 1,
-        "generator": "kwscompress.data.synth (espeak-ng, Flite)",
+        "generator": f"kwscompress.data.synth (espeak-ng{', Flite' if config.flite_share else ''})",
         "seed": config.seed,
         "settings": {
             **asdict(config),
