@@ -41,6 +41,7 @@ from kwscompress.data.dataset import SILENCE_LABEL, UNKNOWN_LABEL
 from kwscompress.data.synth import effects, flite
 from kwscompress.data.synth.builder import confusable_map, filler_words
 from kwscompress.plugins import get_plugin_manager
+from kwscompress.protocols import FeatureExtractor
 from kwscompress.train import predict
 
 STRETCHES = (0.75, 1.0, 1.3)
@@ -70,13 +71,13 @@ def probe_clips(config: Config, voice: str) -> tuple[np.ndarray, list[str], list
 
 def score(
     config: Config,
+    extractor: FeatureExtractor,
     model: torch.nn.Module,
     labels: list[str],
     probe: tuple[np.ndarray, list[str], list[str]],
 ) -> dict:
     """The model's shares right per kind of word on the probe clips, and what it heard."""
     audio, words, kinds = probe
-    extractor = get_plugin_manager().component("feature_extractor", config.features.name)
     features = extractor.extract(audio, config.features, config.data.sample_rate)
     heard = [labels[i] for i in predict(model, features).argmax(axis=1)]
     clips = list(zip(words, kinds, heard, strict=True))
@@ -102,7 +103,8 @@ def score_checkpoint(path: Path) -> None:
     model.load_state_dict(torch.load(path, weights_only=True))
     model.eval()
     voices = {
-        voice: score(config, model, labels, probe_clips(config, voice)) for voice in flite.VOICES
+        voice: score(config, extractor, model, labels, probe_clips(config, voice))
+        for voice in flite.VOICES
     }
     kinds = ("keywords", "confusables", "fillers")
     mean = {kind: round(float(np.mean([v[kind] for v in voices.values()])), 4) for kind in kinds}
@@ -137,8 +139,10 @@ def main() -> None:
                 voices = trained_on if config.data.synth.flite_share else []
                 row = {"recipe": name, "seed": seed, "flite_voices": voices}
                 row["synthetic_test_accuracy"] = round(accuracy["testing"], 4)
+                extractor = pipe.pm.component("feature_extractor", config.features.name)
                 labels = pipe.feature_sets.labels
-                rows.append(row | {"held_out_voice": score(config, model, labels, probe)})
+                voice = score(config, extractor, model, labels, probe)
+                rows.append(row | {"held_out_voice": voice})
     print(json.dumps({"held_out": args.held_out, "clips": len(probe[1]), "rows": rows}, indent=1))
 
 
