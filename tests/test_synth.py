@@ -15,7 +15,8 @@ import pytest
 
 from kwscompress.config import SynthConfig
 from kwscompress.data.splits import which_set
-from kwscompress.data.synth import FILLER_WORDS, MANIFEST, planned_clip_count, synthesize
+from kwscompress.data.synth import FILLER_WORDS, MANIFEST, effects, planned_clip_count, synthesize
+from kwscompress.data.synth.builder import PRONUNCIATIONS
 from kwscompress.data.synth.confusables import OTHER_SPEECH
 from kwscompress.data.synth.voices import FAMILIES, plan_speakers
 from kwscompress.errors import KwsError
@@ -165,6 +166,20 @@ def test_existing_folder_and_bad_config_are_refused(tmp_path: Path) -> None:
         synthesize(tmp_path, TINY, WANTED)
     with pytest.raises(KwsError, match="speakers"):
         synthesize(tmp_path / "new", SynthConfig(speakers=0), WANTED)
+
+
+def test_phoneme_spellings_are_spoken_as_phonemes() -> None:
+    """A ``[[...]]`` spelling of a word sounds like the word, not like its letters read as text
+    (which made "[[j'Es]]" 28 % and "[[n'oU]]" 62 % longer than "yes" and "no")."""
+    from kwscompress.data.synth.espeak import engine
+
+    def seconds(text: str) -> float:
+        spoken = engine().synth(f"{text}.", "en-us", rate=175, pitch=50, pitch_range=50)
+        return effects.trim(spoken).size / engine().sample_rate
+
+    for word, spelling in (("yes", "j'Es"), ("no", "n'oU")):
+        assert spelling in PRONUNCIATIONS[word]
+        assert seconds(f"[[{spelling}]]") == pytest.approx(seconds(word), rel=0.05)
 
 
 def test_default_config_has_forty_distinct_voices() -> None:

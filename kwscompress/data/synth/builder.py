@@ -90,7 +90,7 @@ teaches the word rather than one accent's vowel (held-out accents are the check)
 """
 
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 """Bumped whenever the same settings start producing different files (part of the cache key)."""
 
 
