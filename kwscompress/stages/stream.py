@@ -41,7 +41,7 @@ FRONTEND_CHECKS = 32
 
 @dataclass
 class BuiltStream:
-    """One split's stream and what does not depend on the model: its frontend features."""
+    """A stream (a split's, or any other) and what does not depend on the model: its features."""
 
     stream: builder.Stream
     slices: np.ndarray
@@ -84,7 +84,7 @@ def run_stream_stage(
         if split not in built:
             built[split] = _build_split(config, extractor, Path(root), split, index)
     streams = {
-        split: _score_split(config, model, built[split], labels, windows, base)
+        split: score_built_stream(config, model, built[split], labels, windows, base)
         for split in STREAM_SPLITS
     }
     if stream_config.tune:
@@ -100,8 +100,8 @@ def run_stream_stage(
         chosen_row, window, threshold = None, base.average_window_ms, base.detection_threshold
     recognizer = RecognizerSettings(window, threshold, base.suppression_ms, base.minimum_count)
     test = streams["testing"]
-    result = _score(test, labels, keywords, recognizer, stream_config.tolerance_ms)
-    at_default = _score(test, labels, keywords, base, stream_config.tolerance_ms)
+    result = score_at(test, labels, keywords, recognizer, stream_config.tolerance_ms)
+    at_default = score_at(test, labels, keywords, base, stream_config.tolerance_ms)
     if run is not None:
         _write_detections(run, streams, labels, keywords, recognizer)
     other_words = sum(e.kind != "keyword" for e in test["stream"].events)
@@ -151,7 +151,7 @@ def _build_split(
     config: Config, extractor: FeatureExtractor, root: Path, split: str, index: int
 ) -> BuiltStream:
     """Build one split's stream and featurize it (and check it against a fresh frontend)."""
-    stream_config, data, features = config.stream, config.data, config.features
+    stream_config, data = config.stream, config.data
     manifest = synth_manifest(root) or {}
     confusables = {
         w for ws in manifest.get("words", {}).get("confusables", {}).values() for w in ws
@@ -172,6 +172,15 @@ def _build_split(
         chosen, builder.background_recordings(root, data.sample_rate), rng, data.sample_rate, gaps,
         stream_config.background_volume, root,
     )  # fmt: skip
+    return featurize_stream(config, extractor, stream)
+
+
+def featurize_stream(
+    config: Config, extractor: FeatureExtractor, stream: builder.Stream
+) -> BuiltStream:
+    """Featurize a stream in one continuous pass and check its keyword windows against a fresh
+    frontend: ready for :func:`score_built_stream` (any stream, not only a split's)."""
+    data, features = config.data, config.features
     frames = runner.window_frames(data.clip_duration_ms, features.window_ms, features.stride_ms)
     slices = runner.stream_features(stream.audio, extractor, features, data.sample_rate)
     # Windows ending 100 ms after each keyword: the model's view of the whole word.
@@ -184,7 +193,7 @@ def _build_split(
     return BuiltStream(stream, slices, frontend)
 
 
-def _score_split(
+def score_built_stream(
     config: Config,
     model: torch.nn.Module | runner.Scorer,
     built: BuiltStream,
@@ -192,7 +201,12 @@ def _score_split(
     windows: list[int],
     base: RecognizerSettings,
 ) -> dict[str, Any]:
-    """Run the model over one built stream and trace the recognizer for every window."""
+    """Run the model over a built stream and trace the recognizer for every averaging window.
+
+    :returns: ``stream``, ``hours``, ``frontend``, and by window ``traces`` (the recognizer's
+        averaged scores) and ``dets`` (DET rows over :data:`THRESHOLDS`); :func:`score_at`
+        scores one recognizer setting from it.
+    """
     stream_config, features = config.stream, config.features
     frames = runner.window_frames(
         config.data.clip_duration_ms, features.window_ms, features.stride_ms
@@ -223,13 +237,15 @@ def _score_split(
     }
 
 
-def _score(
+def score_at(
     entry: dict[str, Any],
     labels: list[str],
     keywords: list[str],
     settings: RecognizerSettings,
     tolerance_ms: float,
 ) -> dict[str, Any]:
+    """Hits, misses and false accepts (:func:`kwscompress.stream.metrics.score_stream`) of
+    ``settings`` on a stream scored by :func:`score_built_stream`."""
     found = tuning.detections(
         entry["traces"][settings.average_window_ms], labels, settings.detection_threshold,
         settings.suppression_ms,
