@@ -91,23 +91,13 @@ def score(
     return out
 
 
-def trained_model(config: Config, extractor: FeatureExtractor, path: Path) -> torch.nn.Module:
-    """The model of ``config`` with the weights at ``path``, in eval mode."""
-    labels = [SILENCE_LABEL, UNKNOWN_LABEL, *config.data.wanted_words]
-    second = np.zeros((1, config.data.sample_rate), dtype=np.float32)
-    frames, bins = extractor.extract(second, config.features, config.data.sample_rate).shape[1:]
-    pm = get_plugin_manager()
-    model = pm.component("model", config.model.name).build((frames, bins), len(labels))
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model.eval()
-
-
 def score_checkpoint(path: Path) -> None:
     """Print how the trained model at ``path`` does on every Flite voice."""
     config = Config()
     labels = [SILENCE_LABEL, UNKNOWN_LABEL, *config.data.wanted_words]
     extractor = get_plugin_manager().component("feature_extractor", config.features.name)
-    model = trained_model(config, extractor, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Pipeline(config, run_dir=tmp).load_model(path)
     voices = {
         voice: score(config, extractor, model, labels, probe_clips(config, voice))
         for voice in flite.VOICES

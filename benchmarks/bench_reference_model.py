@@ -63,7 +63,7 @@ from kwscompress.stages.stream import (
 from kwscompress.stream import builder, runner, tuning
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_other_engine import probe_clips, score, trained_model
+from bench_other_engine import probe_clips, score
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO_SPEECH = ROOT / "tests" / "data" / "micro_speech_quantized.tflite"
@@ -224,7 +224,7 @@ def main() -> None:
             )
         }
         if args.checkpoint:
-            trained = trained_model(config, extractor, args.checkpoint)
+            trained = pipe.load_model(args.checkpoint)
             models[str(args.checkpoint)] = (pipe, trained, trained)
         folder = Path(tmp) / "flite"
         folder.mkdir()

@@ -374,7 +374,8 @@ class StreamConfig:
     on evidence (ten minutes can only tell 0 from 6 or more)."""
     keyword_share: float = 0.3
     """Share of the stream's words that are wanted words; the rest are confusables, fillers and
-    other speech of the same split's speakers."""
+    other speech of the same split's speakers, each word as often as the others (drawn by word,
+    then clip, whatever number of clips the dataset holds of each)."""
     gap_min_ms: float = 1200.0
     """Shortest silence between one word's end and the next word's start."""
     gap_max_ms: float = 2500.0

@@ -192,6 +192,38 @@ class Pipeline:
             summary.update(found)
         return self.model
 
+    def load_model(self, checkpoint: str | Path | None = None) -> torch.nn.Module:
+        """The configured model with the weights of ``checkpoint``, in eval mode; the later
+        stages (evaluate, stream, compress, ...) then use it as they would a trained one.
+
+        :param checkpoint: a ``.pt`` file of weights (a ``state_dict``); ``None`` means this
+            run's own, ``checkpoints/<model>.pt`` as :meth:`train` writes it.
+        :raises KwsError: the file is missing, is not a checkpoint, or holds the weights of
+            another model (another ``[model] name``, classes or feature shape).
+        """
+        import torch
+
+        name = self.config.model.name
+        path = Path(checkpoint or self.run_dir / "checkpoints" / f"{name}.pt")
+        if not path.is_file():
+            raise KwsError(f"no checkpoint at {path}: train the model first or give a .pt file")
+        model = self._build_model()
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # what torch.load raises on other bytes varies with the bytes
+            raise KwsError(f"{path} is not a PyTorch checkpoint ({exc!r})") from None
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            classes = 2 + len(self.config.data.wanted_words)
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise KwsError(
+                f"{path} does not hold the weights of the configured model {name!r} with "
+                f"{classes} classes and {self._input_shape()} features: {first}"
+            ) from None
+        self.model = model.eval()
+        return self.model
+
     def evaluate(
         self, model: torch.nn.Module | None = None, feature_sets: FeatureSets | None = None
     ) -> dict[str, Any]:

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from kwscompress import Pipeline
+from kwscompress.config import Config, quick_overrides
+from kwscompress.errors import KwsError
+
 
 def _demo(out: Path, cache: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
     env = {**os.environ, "KWSCOMPRESS_CACHE": str(cache), "KWSCOMPRESS_NO_PROGRESS": "1"}
@@ -91,6 +95,27 @@ def test_estimate_profile_and_report(first_run: tuple[Path, dict]) -> None:
     assert results["profile"]["median_ms"] > 0
     html = base / "runs" / "demo-quick" / results["report"]["html"]
     assert html.is_file() and "data:image/png;base64," in html.read_text()
+
+
+def test_a_checkpoint_loads_back_into_a_pipeline(first_run: tuple[Path, dict]) -> None:
+    base, results = first_run
+    checkpoint = base / "runs" / "demo-quick" / results["train"]["checkpoint"]
+    config = (
+        Config().updated(quick_overrides()).updated({"run": {"cache_dir": str(base / "cache")}})
+    )
+    pipe = Pipeline(config, run_dir=base / "reloaded")
+    with pytest.raises(KwsError, match=r"no checkpoint at .*reloaded/checkpoints/tc_ds_cnn\.pt"):
+        pipe.load_model()
+    pipe.load_model(checkpoint)
+    assert pipe.evaluate()["accuracy"] == results["evaluate"]["accuracy"]
+    three = Pipeline(
+        config.updated({"data": {"wanted_words": ["yes", "no", "up"]}}), run_dir=base / "three"
+    )
+    with pytest.raises(KwsError, match="weights of the configured model 'tc_ds_cnn' with 5 "):
+        three.load_model(checkpoint)
+    (base / "notes.pt").write_text("not weights")
+    with pytest.raises(KwsError, match=r"notes\.pt is not a PyTorch checkpoint"):
+        pipe.load_model(base / "notes.pt")
 
 
 def test_second_run_reuses_dataset_and_features(first_run: tuple[Path, dict]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,6 +78,27 @@ def test_choose_events_keeps_the_keyword_share_without_repeats():
     assert len(chosen) == 100
     assert sum(c.kind == "keyword" for c in chosen) == 25
     assert len({c.path for c in chosen}) == 100
+
+
+def test_choose_events_draws_words_evenly_whatever_the_clip_counts():
+    # Three clips of a confusable for every filler clip, as confusable_repeats = 3 makes them.
+    clips = [builder.SourceClip(Path(f"k{i}"), "yes", "keyword") for i in range(50)]
+    clips += [builder.SourceClip(Path(f"s{i}"), "so", "confusable") for i in range(90)]
+    clips += [builder.SourceClip(Path(f"b{i}"), "bed", "filler") for i in range(30)]
+    clips += [builder.SourceClip(Path(f"c{i}"), "cat", "filler") for i in range(30)]
+    rng = np.random.default_rng(0)
+    chosen = builder.choose_events(clips, 240.0, 0.25, 2.0, rng)
+    words = Counter(c.word for c in chosen)
+    assert words == {"yes": 30, "so": 30, "bed": 30, "cat": 30}
+    assert len({c.path for c in chosen}) == 120
+    # When a word runs out the others fill its places, still without repeats.
+    chosen = builder.choose_events(clips, 400.0, 0.25, 2.0, rng)
+    assert Counter(c.word for c in chosen) == {"yes": 50, "so": 90, "bed": 30, "cat": 30}
+    # Drawn by clip, words come as often as the data holds them.
+    by_clip = Counter(
+        c.kind for c in builder.choose_events(clips, 240.0, 0.25, 2.0, rng, even_words=False)
+    )
+    assert by_clip["confusable"] > 1.5 * by_clip["filler"]
 
 
 def test_source_clips_take_one_split_only(tmp_path: Path):

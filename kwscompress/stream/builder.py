@@ -144,20 +144,48 @@ def choose_events(
     keyword_share: float,
     mean_slot_seconds: float,
     rng: np.random.Generator,
+    *,
+    even_words: bool = True,
 ) -> list[SourceClip]:
     """Pick the clips of a stream of about ``seconds``: ``keyword_share`` of them keywords.
 
     Each pick takes about ``mean_slot_seconds`` (a word and its gap). Clips are drawn without
     repeats while they last, so a short split gives a shorter stream, never a repeated clip.
+
+    :param even_words: draw words evenly, then a clip of each (:func:`_even_by_word`), so the
+        mix of confusables, fillers and other speech is a property of the stream, not of how
+        many clips the dataset holds of each word (``[data.synth] confusable_repeats`` gives a
+        confusable three times the clips of a filler). ``False`` draws clips evenly, so words
+        come as often as the data holds them (the training stream's examples).
     """
     total = max(1, round(seconds / mean_slot_seconds))
     keywords = [c for c in clips if c.kind == "keyword"]
     others = [c for c in clips if c.kind != "keyword"]
     want_keywords = min(len(keywords), round(total * keyword_share))
     want_others = min(len(others), total - want_keywords)
-    chosen = [keywords[i] for i in rng.permutation(len(keywords))[:want_keywords]]
-    chosen += [others[i] for i in rng.permutation(len(others))[:want_others]]
+    draw = _even_by_word if even_words else _even_by_clip
+    chosen = draw(keywords, want_keywords, rng) + draw(others, want_others, rng)
     return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+def _even_by_clip(
+    clips: Sequence[SourceClip], count: int, rng: np.random.Generator
+) -> list[SourceClip]:
+    return [clips[i] for i in rng.permutation(len(clips))[:count]]
+
+
+def _even_by_word(
+    clips: Sequence[SourceClip], count: int, rng: np.random.Generator
+) -> list[SourceClip]:
+    """``count`` clips in rounds: each round takes one clip not yet taken of every word that has
+    one left, the words in a random order, so every word comes equally often while it lasts."""
+    words = sorted({c.word for c in clips})
+    queues = [_even_by_clip([c for c in clips if c.word == w], len(clips), rng) for w in words]
+    chosen: list[SourceClip] = []
+    while len(chosen) < count:
+        live = [q for q in queues if q]
+        chosen += [live[i].pop() for i in rng.permutation(len(live))[: count - len(chosen)]]
+    return chosen
 
 
 def build_stream(

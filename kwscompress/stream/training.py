@@ -73,7 +73,9 @@ def training_stream_examples(
         return None
     rng = np.random.default_rng([data.seed, 1])
     slot = builder.slot_seconds(GAP_MS)
-    chosen = builder.choose_events(clips, count * slot, 0.5, slot, rng)
+    # Words as often as the training data holds them: more clips of a confusable word
+    # ([data.synth] confusable_repeats) mean more training windows of it, as in the clips.
+    chosen = builder.choose_events(clips, count * slot, 0.5, slot, rng, even_words=False)
     background = builder.background_recordings(root, data.sample_rate)
     stream = builder.build_stream(
         chosen, background, rng, data.sample_rate, GAP_MS, data.background_volume, root
