@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kwscompress.config import SynthConfig
+from kwscompress.config import FeatureConfig, SynthConfig
 from kwscompress.data.splits import which_set
 from kwscompress.data.synth import FILLER_WORDS, MANIFEST, effects, planned_clip_count, synthesize
 from kwscompress.data.synth.builder import PRONUNCIATIONS
@@ -180,6 +180,44 @@ def test_phoneme_spellings_are_spoken_as_phonemes() -> None:
     for word, spelling in (("yes", "j'Es"), ("no", "n'oU")):
         assert spelling in PRONUNCIATIONS[word]
         assert seconds(f"[[{spelling}]]") == pytest.approx(seconds(word), rel=0.05)
+
+
+def test_no_spelling_of_no_that_sounds_like_now() -> None:
+    """``n'VU``, once a spelling of "no", is said nearer to "now" than to "no" by the American,
+    British and Scottish voices, so it is not one of the spellings; the spelling ``n'oU`` is
+    said as "no" (the check that the measure tells the two words apart). The distance is
+    dynamic time warping over the frontend's features of the spoken frames."""
+    from kwscompress.data.synth.espeak import engine
+    from kwscompress.plugins import get_plugin_manager
+
+    extractor = get_plugin_manager().component("feature_extractor", "micro")
+
+    def features(text: str, voice: str) -> np.ndarray:
+        spoken = engine().synth(text, voice, rate=175, pitch=50, pitch_range=50, noise_seed=1)
+        audio = effects.resample(effects.trim(spoken), engine().sample_rate, 1.0)
+        clip = np.zeros(16000, np.float32)
+        clip[2000 : 2000 + min(len(audio), 14000)] = audio[:14000]
+        frames = extractor.extract(clip[None], FeatureConfig(), 16000)[0]
+        level = frames.mean(axis=1)
+        return frames[level > level.min() + 0.2 * (level.max() - level.min())]
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float:
+        cost = np.linalg.norm(a[:, None] - b[None], axis=2)
+        total = np.full((len(a) + 1, len(b) + 1), np.inf)
+        total[0, 0] = 0.0
+        for i in range(1, len(a) + 1):
+            for j in range(1, len(b) + 1):
+                step = min(total[i - 1, j], total[i, j - 1], total[i - 1, j - 1])
+                total[i, j] = cost[i - 1, j - 1] + step
+        return float(total[-1, -1] / (len(a) + len(b)))
+
+    assert "n'VU" not in PRONUNCIATIONS["no"]
+    for voice in ("en-us", "en-gb-x-rp", "en-gb-scotland"):
+        no, now = features("no", voice), features("now", voice)
+        said = features("[[n'VU]]", voice)
+        assert distance(said, now) < distance(said, no), voice
+        said = features("[[n'oU]]", voice)
+        assert distance(said, no) < distance(said, now) / 2, voice
 
 
 def test_default_config_has_forty_distinct_voices() -> None:
