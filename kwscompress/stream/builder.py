@@ -152,9 +152,10 @@ def choose_events(
     Each pick takes about ``mean_slot_seconds`` (a word and its gap). Clips are drawn without
     repeats while they last, so a short split gives a shorter stream, never a repeated clip.
 
-    :param even_words: draw words evenly, then a clip of each (:func:`_even_by_word`), so the
-        mix of confusables, fillers and other speech is a property of the stream, not of how
-        many clips the dataset holds of each word (``[data.synth] confusable_repeats`` gives a
+    :param even_words: draw words evenly (in rounds: every word that has a clip left once per
+        round, in a random order), then a clip not yet drawn of each, so the mix of
+        confusables, fillers and other speech is a property of the stream, not of how many
+        clips the dataset holds of each word (``[data.synth] confusable_repeats`` gives a
         confusable three times the clips of a filler). ``False`` draws clips evenly, so words
         come as often as the data holds them (the training stream's examples).
     """
