@@ -180,8 +180,10 @@ def _even_by_word(
 ) -> list[SourceClip]:
     """``count`` clips in rounds: each round takes one clip not yet taken of every word that has
     one left, the words in a random order, so every word comes equally often while it lasts."""
-    words = sorted({c.word for c in clips})
-    queues = [_even_by_clip([c for c in clips if c.word == w], len(clips), rng) for w in words]
+    by_word: dict[str, list[SourceClip]] = {}
+    for clip in clips:
+        by_word.setdefault(clip.word, []).append(clip)
+    queues = [_even_by_clip(by_word[w], len(by_word[w]), rng) for w in sorted(by_word)]
     chosen: list[SourceClip] = []
     while len(chosen) < count:
         live = [q for q in queues if q]
