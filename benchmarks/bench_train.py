@@ -2,9 +2,10 @@
 
 Random 49 x 40 features stand in for real ones: the cost of an epoch depends on the shapes, not
 the values. An epoch here is one pass over ``--clips`` training clips plus the scoring of a
-validation set a tenth that size, exactly what :func:`kwscompress.train.train_model` does.
+validation set a tenth that size, exactly what :func:`kwscompress.train.train_model` does,
+with the default word head over ``--words`` words (the default data's 58; 0: without it).
 
-Usage: ``python benchmarks/bench_train.py [--clips 3000] [--epochs 2]``
+Usage: ``python benchmarks/bench_train.py [--clips 3000] [--epochs 2] [--words 58]``
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ SHAPE = (49, 40)
 CLASSES = 4
 
 
-def _random_set(clips: int, rng: np.random.Generator) -> LabeledFeatures:
+def _random_set(clips: int, rng: np.random.Generator, words: int = 0) -> LabeledFeatures:
     features = rng.normal(size=(clips, *SHAPE)).astype(np.float32)
-    return LabeledFeatures(features, rng.integers(CLASSES, size=clips))
+    said = rng.integers(words, size=clips) if words else None
+    return LabeledFeatures(features, rng.integers(CLASSES, size=clips), said)
 
 
 def main() -> None:
@@ -36,10 +38,12 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3000, help="training clips per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed per model")
     parser.add_argument("--models", nargs="*", default=["tiny_conv", "tc_ds_cnn", "ds_cnn"])
+    parser.add_argument("--words", type=int, default=58, help="word head classes (0: none)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
-    train, validation = _random_set(args.clips, rng), _random_set(args.clips // 10, rng)
+    train = _random_set(args.clips, rng, args.words)
+    validation = _random_set(args.clips // 10, rng)
     config = TrainConfig(epochs=args.epochs)
     pm = get_plugin_manager()
     results = {}
@@ -53,6 +57,7 @@ def main() -> None:
                 "seconds_per_epoch": round(result.seconds_per_epoch, 3),
                 "epoch_seconds": [round(h["seconds"], 3) for h in result.history],
                 "device": result.device,
+                "word_classes": result.word_classes,
             }
     print(
         json.dumps(

@@ -189,6 +189,12 @@ class TrainConfig:
     share) * b``, and the loss with their two labels the same way, with ``share`` drawn per
     batch from Beta(mixup, mixup); 0 (the default) turns it off. It raises clip accuracy
     but lowers the stream's detection and 4-bit PTQ accuracy (:doc:`/training`)."""
+    word_head: float = 0.5
+    """Weight of the word head's loss: a linear layer beside the model's classifier learns which
+    word each training example says (every word folder and silence a class), which teaches the
+    model's features to tell the words it lumps into ``_unknown_`` apart from the keywords; it
+    is dropped after training (:mod:`kwscompress.word_head`, :doc:`/training`). 0 turns it off.
+    Fine-tuning (compression) trains without it."""
     seed: int = 0
     """Seed of weight initialisation, dropout and batch order."""
 
@@ -484,6 +490,7 @@ LIMITS: dict[str, Limit] = {
     "train.weight_decay": Limit(0, 1),
     "train.freq_warp": Limit(0, 0.25),
     "train.mixup": Limit(0, 10),
+    "train.word_head": Limit(0, 100),
     "train.seed": _SEED,
     "estimate.bits": Limit(1, 32),
     "profile.runs": Limit(1, 1_000_000),

@@ -170,6 +170,7 @@ class Pipeline:
                 shape=list(sets.shape),
                 cache_key=sets.meta["cache_key"],
                 cache_hit=cached,
+                words=sets.meta["words"],
             )
             data = self.run_record.results.get("data", {})
             for key in ("split_summary", "skipped_files", "converted_files"):

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from kwscompress.config import TrainConfig
 from kwscompress.errors import ConfigError, KwsError
 from kwscompress.run import atomic_path
+from kwscompress.word_head import WordHead
 
 CLASS_WEIGHTS = ("balanced", "none")
 """Values of ``[train] class_weights`` (see :func:`class_weights`)."""
@@ -47,6 +48,11 @@ class LabeledFeatures:
 
     features: np.ndarray
     labels: np.ndarray
+    words: np.ndarray | None = None
+    """Which word each example says, as indices (the features stage names them in
+    :attr:`~kwscompress.stages.features.FeatureSets.meta`), shaped like the features without
+    their last two axes (an augmented copy may hold another ``_unknown_`` word); what the word
+    head learns (:mod:`kwscompress.word_head`). ``None``: no word head."""
 
     @property
     def copies(self) -> np.ndarray:
@@ -54,9 +60,17 @@ class LabeledFeatures:
         return self.features if self.features.ndim == 4 else self.features[np.newaxis]
 
     @property
+    def word_copies(self) -> np.ndarray | None:
+        """The words as ``[copies, N]`` (``None`` when unknown)."""
+        if self.words is None:
+            return None
+        return self.words if self.words.ndim == 2 else self.words[np.newaxis]
+
+    @property
     def first_copy(self) -> LabeledFeatures:
         """The set with only its first copy (``[N, frames, bins]``): how it is evaluated."""
-        return LabeledFeatures(self.copies[0], self.labels)
+        words = self.word_copies
+        return LabeledFeatures(self.copies[0], self.labels, None if words is None else words[0])
 
     def checked(self, split: str, allow_copies: bool = False) -> LabeledFeatures:
         """This set as float32 features and int64 labels, after checking shapes and counts.
@@ -80,7 +94,20 @@ class LabeledFeatures:
             raise KwsError(f"{split} set is empty")
         if labels.min() < 0:
             raise KwsError(f"{split} labels must be class indices >= 0, found {labels.min()}")
-        return LabeledFeatures(features, labels.astype(np.int64))
+        words = None if self.words is None else np.asarray(self.words)
+        if words is not None and (
+            words.shape != features.shape[:-2]
+            or not np.issubdtype(words.dtype, np.integer)
+            or words.min() < 0
+        ):
+            raise KwsError(
+                f"{split} words must be word indices >= 0 shaped like the features without "
+                f"their last two axes, {features.shape[:-2]}; got {words.dtype} of shape "
+                f"{words.shape}"
+            )
+        return LabeledFeatures(
+            features, labels.astype(np.int64), None if words is None else words.astype(np.int64)
+        )
 
 
 @dataclass
@@ -99,6 +126,8 @@ class TrainResult:
     seconds: float
     seconds_per_epoch: float
     device: str
+    word_classes: int = 0
+    """Classes of the word head trained beside the model (0: none)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready copy."""
@@ -156,11 +185,15 @@ def train_model(
     model.to(device, memory_format=_layout(model))
     set_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    # The word head (training only) learns beside the model: see kwscompress.word_head.
+    head = None
+    if config.word_head > 0 and train.words is not None:
+        head = WordHead(model, int(train.words.max()) + 1).to(device)
     # foreach: Adam's update as one multi-tensor op per step instead of a loop over the
     # parameters (PyTorch chooses it by default on GPUs only): the same arithmetic, so the same
     # weights bit for bit, in 8 % less training time on the demo's CPU.
     optimizer = torch.optim.Adam(
-        model.parameters(),
+        [*model.parameters(), *(head.parameters() if head is not None else ())],
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
         foreach=True,
@@ -170,6 +203,43 @@ def train_model(
     )
     weights = class_weights(train.labels, num_classes, config.class_weights)
     weights = None if weights is None else weights.to(device)
+    try:
+        history, best, best_state = _epochs(
+            model, optimizer, scheduler, train, validation, config, checkpoint, rng, weights,
+            head, progress, keep_start,
+        )  # fmt: skip
+    finally:
+        if head is not None:
+            head.remove()
+    model.load_state_dict(best_state)
+    model.to("cpu", memory_format=torch.contiguous_format)
+    seconds = time.perf_counter() - started
+    return TrainResult(
+        history=history,
+        best_epoch=int(best["epoch"]),
+        best_validation_accuracy=best["validation_accuracy"],
+        seconds=seconds,
+        seconds_per_epoch=sum(h["seconds"] for h in history) / len(history),
+        device=str(device),
+        word_classes=0 if head is None else head.layer.out_features,
+    )
+
+
+def _epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train: LabeledFeatures,
+    validation: LabeledFeatures,
+    config: TrainConfig,
+    checkpoint: Path,
+    rng: np.random.Generator,
+    weights: torch.Tensor | None,
+    head: WordHead | None,
+    progress: Callable[[int], None] | None,
+    keep_start: bool,
+) -> tuple[list[dict[str, float]], dict[str, float], dict[str, torch.Tensor]]:
+    """The epochs of :func:`train_model`: history, best entry and the best weights."""
     history: list[dict[str, float]] = []
     # The best epoch's history entry (epoch 0: the weights training started from).
     best: dict[str, float] | None = None
@@ -181,7 +251,9 @@ def train_model(
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = _train_epoch(model, optimizer, train, config, rng, weights)
+        train_loss, train_accuracy = _train_epoch(
+            model, optimizer, train, config, rng, weights, head
+        )
         scheduler.step()
         val_loss, val_accuracy = _loss_and_accuracy(
             _logits(model, validation.features), validation.labels
@@ -205,17 +277,7 @@ def train_model(
 
     if best is None:  # unreachable: _check_config asks for at least one epoch
         raise KwsError("training ran no epoch")
-    model.load_state_dict(best_state)
-    model.to("cpu", memory_format=torch.contiguous_format)
-    seconds = time.perf_counter() - started
-    return TrainResult(
-        history=history,
-        best_epoch=int(best["epoch"]),
-        best_validation_accuracy=best["validation_accuracy"],
-        seconds=seconds,
-        seconds_per_epoch=sum(h["seconds"] for h in history) / len(history),
-        device=str(device),
-    )
+    return history, best, best_state
 
 
 def evaluate(
@@ -324,10 +386,13 @@ def _train_epoch(
     config: TrainConfig,
     rng: np.random.Generator,
     weights: torch.Tensor | None = None,
+    head: WordHead | None = None,
 ) -> tuple[float, float]:
     """One pass in a random order, each clip as one random copy, frequency-warped and mixed up
-    as ``config`` says; returns loss and accuracy (against each example's own label)."""
+    as ``config`` says, with the word head's loss added when there is one; returns loss and
+    accuracy (against each example's own label)."""
     copies, clips = train.copies, len(train.labels)
+    words = train.word_copies
     device = next(model.parameters()).device
     chosen = rng.integers(len(copies), size=clips)
     order = rng.permutation(clips)
@@ -340,24 +405,39 @@ def _train_epoch(
             factors = rng.uniform(1 - config.freq_warp, 1 + config.freq_warp, size=len(batch))
             inputs = warp_frequency(inputs, torch.from_numpy(factors))
         targets = torch.from_numpy(train.labels[batch]).to(device)
+        share, partner = 1.0, None
         if config.mixup > 0:
             # mixup (Zhang et al., 2018): each example blended with another of the batch, the
             # loss blended the same way between their two labels.
             share = float(rng.beta(config.mixup, config.mixup))
             partner = torch.from_numpy(rng.permutation(len(batch))).to(device)
             logits = model(share * inputs + (1 - share) * inputs[partner])
-            loss = share * F.cross_entropy(logits, targets, weight=weights) + (
-                1 - share
-            ) * F.cross_entropy(logits, targets[partner], weight=weights)
         else:
             logits = model(inputs)
-            loss = F.cross_entropy(logits, targets, weight=weights)
+        loss = _blended_loss(logits, targets, share, partner, weights)
+        if head is not None and words is not None:
+            said = torch.from_numpy(words[chosen[batch], batch]).to(device)
+            loss = loss + config.word_head * _blended_loss(head.logits(), said, share, partner)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += loss.item() * len(batch)
         correct += int((logits.argmax(dim=1) == targets).sum())
     return loss_sum / clips, correct / clips
+
+
+def _blended_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    share: float,
+    partner: torch.Tensor | None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy; under mixup (``partner`` given) blended between the two examples' labels."""
+    loss = F.cross_entropy(logits, targets, weight=weights)
+    if partner is None:
+        return loss
+    return share * loss + (1 - share) * F.cross_entropy(logits, targets[partner], weight=weights)
 
 
 def _saved_state(model: nn.Module, checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -451,8 +531,9 @@ def _check_config(config: TrainConfig) -> None:
             f"train.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
             f"got {config.class_weights!r}"
         )
-    if config.weight_decay < 0:
-        raise ConfigError(f"train.weight_decay must be 0 or more, got {config.weight_decay}")
+    for key in ("weight_decay", "word_head"):
+        if getattr(config, key) < 0:
+            raise ConfigError(f"train.{key} must be 0 or more, got {getattr(config, key)}")
 
 
 def _device() -> torch.device:

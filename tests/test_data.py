@@ -172,6 +172,21 @@ def test_later_training_copies_draw_other_unknown_clips(make_dataset) -> None:
     ]
     # The first copy holds the sampled clips, each later one the pool's next ones, round it.
     assert drawn == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    # Each copy names the words its examples say: the drawn clips' folders, the keywords',
+    # and _silence_.
+    said = [np.array(training.words(i), dtype=object) for i in range(4)]
+    assert [s[unknown].tolist() for s in said] == [
+        [index.unknown_pool[k].path.parent.name for k in row] for row in drawn
+    ]
+    assert {w for row in drawn for w in (index.unknown_pool[k].path.parent.name for k in row)} == {
+        "cat",
+        "dog",
+    }
+    for s in said:
+        assert s[training.labels == 0].tolist() == ["_silence_"] * int((training.labels == 0).sum())
+        assert s[training.labels > 1].tolist() == [
+            index.labels[label] for label in training.labels[training.labels > 1]
+        ]
     # Keywords keep their places, and each pass makes the same copies.
     speech = training.labels > 1
     assert all(np.array_equal(c[speech], copies[0][speech]) for c in copies)

@@ -67,6 +67,11 @@ def test_training_history_and_checkpoint(first_run: tuple[Path, dict]) -> None:
     assert train["model"] == "tc_ds_cnn" and train["parameters"] == 27780
     assert [h["epoch"] for h in train["history"]] == list(range(1, 11))
     assert (base / "runs" / "demo-quick" / train["checkpoint"]).is_file()
+    # The word head learnt every word the training examples say, then was dropped (the
+    # parameter count above is the model's alone).
+    words = results["features"]["words"]
+    assert {"_silence_", "yes", "no"} <= set(words) and len(words) > 10
+    assert train["word_classes"] == len(words)
     accuracy = results["evaluate"]["accuracy"]
     assert set(accuracy) == {"training", "validation", "testing"}
     # Ten short epochs on 81 clips fit them (25 % would be guessing among four classes); the

@@ -312,6 +312,7 @@ def test_training_stream_examples_hold_whole_keywords_and_cut_other_words(tmp_pa
     assert sorted(set(examples.labels.tolist())) == [1, 2]
     for name, label in zip(examples.files, examples.labels, strict=True):
         assert name.startswith("stream:yes/") == (label == 2)
+    assert examples.words == ["yes" if label == 2 else "bed" for label in examples.labels]
     level = examples.features[..., 0]
     assert level.max() < 0.6  # no test clip was used
     loud, quiet = level > 0.4, (level > 0.1) & (level < 0.25)

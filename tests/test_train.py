@@ -356,4 +356,53 @@ def test_bad_inputs_raise_kws_error_naming_the_problem(tmp_path: Path) -> None:
         predict(model, good.features[0])
     with pytest.raises(ConfigError, match=r"train\.epochs must be at least 1"):
         train_model(model, good, good, _config(epochs=0), checkpoint)
+    with pytest.raises(ConfigError, match=r"train\.word_head must be 0 or more, got -1"):
+        train_model(model, good, good, _config(word_head=-1.0), checkpoint)
+    with pytest.raises(KwsError, match=r"training words must be word indices >= 0 shaped like"):
+        said = LabeledFeatures(good.features, good.labels, np.zeros((2, 6), np.int64))
+        train_model(model, said, good, _config(), checkpoint)
     assert not checkpoint.exists()
+
+
+class _NoLinear(nn.Module):
+    """Logits from a convolution alone: no classifier layer for a word head to sit beside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, CLASSES, SHAPE)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.conv(features.reshape(-1, 1, *SHAPE)).flatten(1)
+
+
+def test_word_head_trains_beside_the_model_and_is_dropped(tmp_path: Path) -> None:
+    train = _toy(60, seed=1)
+    # Two words per class (the class is the word's index modulo 3), six in all.
+    said = LabeledFeatures(train.features, train.labels, np.arange(60) % 6)
+    config = _config(epochs=2, freq_warp=0.0)
+    plain, plain_result, _ = _train(tmp_path, config, train)
+    off, off_result, _ = _train(tmp_path, dataclasses.replace(config, word_head=0.0), said)
+    model, result, checkpoint = _train(tmp_path, config, said)
+    # Without words, or with a weight of 0, training is what it was without a head.
+    assert [h["train_loss"] for h in off_result.history] == [
+        h["train_loss"] for h in plain_result.history
+    ]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(off.state_dict().values(), plain.state_dict().values(), strict=True)
+    )
+    assert plain_result.word_classes == off_result.word_classes == 0
+    # With them, the word loss is added (six words: ln 6 = 1.8 before it learns) and the
+    # model's weights move otherwise; what is left is the model alone, without the hook.
+    assert result.word_classes == 6
+    first = result.history[0]["train_loss"]
+    assert first > plain_result.history[0]["train_loss"] + 0.3, (first, plain_result.history)
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), plain.state_dict().values(), strict=True)
+    )
+    assert list(torch.load(checkpoint)) == list(plain.state_dict())
+    assert not model.fc._forward_pre_hooks
+    # A model whose classifier is no Linear layer cannot have a word head: the error says so.
+    with pytest.raises(ConfigError, match=r"_NoLinear has none: set train\.word_head = 0"):
+        train_model(_NoLinear(), said, _toy(30, seed=2), config, tmp_path / "n.pt")

@@ -58,6 +58,8 @@ class SplitAudio:
     augment: Callable[[int, np.random.Generator], np.ndarray]
     """Augmented copy number ``i`` ``[N, samples]`` of the split (silence as zeros), drawing
     from the generator."""
+    words: Callable[[int], list[str]]
+    """The word each clip of copy ``i`` says: its folder's name (``_silence_`` for silence)."""
     count: int
     """Copies of this split: ``augment_copies`` for training, 1 otherwise."""
     seed: list[int]
@@ -229,56 +231,30 @@ class AudioLoader:
         stack = np.stack(foreground) if foreground else np.zeros((0, self.num_samples), np.float32)
         training = split == "training"
         is_unknown = labels == self.index.labels.index(UNKNOWN_LABEL)
-        redraw = self._unknown_redraws(is_unknown) if training else None
+        redraw = _UnknownRedraw(self, is_unknown) if training else None
+        words = [_word(clip) for clip in clips]
         return SplitAudio(
             labels=labels,
             clips=clips,
             augment=functools.partial(self._augment, stack, labels, redraw, training=training),
+            words=lambda copy: redraw.words(words, copy) if redraw else list(words),
             count=self.config.augment_copies if training else 1,
             # Validation and test noise is drawn from a fixed seed per split: evaluation repeats.
             seed=[self.config.seed, SPLITS.index(split)],
         )
 
-    def _unknown_redraws(
-        self, is_unknown: np.ndarray
-    ) -> Callable[[np.ndarray, int], np.ndarray] | None:
-        """Given the clips' audio and copy ``i``, that audio with the ``_unknown_`` places
-        holding the pool's clips of copy ``i``.
-
-        Copy 0 holds the split's own sampled clips (the pool's first ones); each later copy
-        the next ones, round the pool, so six copies of a pool 2.75 times the sampled clips
-        show every clip two or three times instead of the sampled third six times.
-        """
-        places = int(is_unknown.sum())
-        if not places or len(self.index.unknown_pool) <= places:
-            return None
-
-        @functools.cache
-        def pool() -> np.ndarray:
-            # Read for the second copy, which is augmented while the first one is featurized.
-            audio = (self._read(c.path, self.num_samples) for c in self.index.unknown_pool)
-            return np.stack([a for a in audio if a is not None])
-
-        def redraw(clips: np.ndarray, copy: int) -> np.ndarray:
-            audio = pool()
-            clips = clips.copy()
-            clips[is_unknown] = audio[(copy * places + np.arange(places)) % len(audio)]
-            return clips
-
-        return redraw
-
     def _augment(
         self,
         clips: np.ndarray,
         labels: np.ndarray,
-        redraw: Callable[[np.ndarray, int], np.ndarray] | None,
+        redraw: _UnknownRedraw | None,
         copy: int,
         rng: np.random.Generator,
         *,
         training: bool,
     ) -> np.ndarray:
-        if redraw is not None and copy > 0:
-            clips = redraw(clips, copy)
+        if redraw is not None:
+            clips = redraw.audio(clips, copy)
         out = np.empty_like(clips)
         config = self.config
         shift_max = int(config.time_shift_ms * config.sample_rate / 1000)
@@ -326,6 +302,58 @@ class AudioLoader:
             if entry not in self.index.converted_files:
                 self.index.converted_files.append(entry)
         return loaded.audio
+
+
+def _word(clip: ClipRef) -> str:
+    return clip.path.parent.name if clip.path else SILENCE_LABEL
+
+
+class _UnknownRedraw:
+    """Copy ``i`` of the training split with its ``_unknown_`` places holding the pool's
+    clips of copy ``i`` (``[data] redraw_unknown``).
+
+    Copy 0 holds the split's own sampled clips (the pool's first ones); each later copy the
+    next ones, round the pool, so six copies of a pool 2.75 times the sampled clips show every
+    clip two or three times instead of the sampled third six times.
+    """
+
+    def __init__(self, loader: AudioLoader, is_unknown: np.ndarray):
+        self.loader = loader
+        self.is_unknown = is_unknown
+        self.places = int(is_unknown.sum())
+        pool = loader.index.unknown_pool
+        self.active = 0 < self.places < len(pool)
+
+    @functools.cached_property
+    def _pool(self) -> tuple[np.ndarray, list[str]]:
+        # Read for the second copy, which is augmented while the first one is featurized.
+        loader = self.loader
+        audio, words = [], []
+        for clip in loader.index.unknown_pool:
+            read = loader._read(clip.path, loader.num_samples)
+            if read is not None:
+                audio.append(read)
+                words.append(_word(clip))
+        return np.stack(audio), words
+
+    def _chosen(self, copy: int) -> np.ndarray:
+        return (copy * self.places + np.arange(self.places)) % len(self._pool[1])
+
+    def audio(self, clips: np.ndarray, copy: int) -> np.ndarray:
+        """``clips`` (copy ``copy``'s audio) with its ``_unknown_`` places redrawn."""
+        if not self.active or copy == 0:
+            return clips
+        clips = clips.copy()
+        clips[self.is_unknown] = self._pool[0][self._chosen(copy)]
+        return clips
+
+    def words(self, words: list[str], copy: int) -> list[str]:
+        """``words`` (of the split's own clips) as copy ``copy`` says them."""
+        if not self.active or copy == 0:
+            return list(words)
+        out = np.array(words, dtype=object)
+        out[self.is_unknown] = np.array(self._pool[1], dtype=object)[self._chosen(copy)]
+        return out.tolist()
 
 
 BAND_LIMITS = ("telephone", "lowpass4k")

@@ -27,9 +27,10 @@ from kwscompress.run import atomic_dir, file_lock, remove_stale_temps
 from kwscompress.stream.training import training_stream_examples
 from kwscompress.train import LabeledFeatures
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped whenever the project's augmentation or training-stream code starts producing other
-arrays from the same settings (part of the cache key, like an extractor's plugin version)."""
+arrays from the same settings (part of the cache key, like an extractor's plugin version).
+Version 2 added the words the training examples say (``training.words.npy``)."""
 
 CHUNK = 256
 """Clips per call to the extractor: large enough to amortise its overhead, small for memory."""
@@ -45,7 +46,9 @@ class FeatureSets:
     """Per split, each example's file relative to the dataset root ('' for silence); for the
     training split's ``_unknown_`` examples, the file of the first augmented copy."""
     meta: dict[str, Any]
-    """Split summary, skipped and converted files, extractor settings, cache key."""
+    """Split summary, skipped and converted files, extractor settings, cache key, and
+    ``words``: the names behind the training split's word indices
+    (:attr:`~kwscompress.train.LabeledFeatures.words`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -115,6 +118,7 @@ def _compute(
         len(index.splits[s]) * (data.augment_copies if s == "training" else 1) for s in SPLITS
     )
     splits, files = {}, {}
+    words: list[str] = []
     with progress_bar(f"Extracting {extractor.name} features", total) as advance:
         for split in SPLITS:
             decoded = loader.load(split)
@@ -129,7 +133,11 @@ def _compute(
             files[split] = [
                 str(c.path.relative_to(index.root)) if c.path else "" for c in decoded.clips
             ]
-            if split == "training" and data.stream_examples > 0:
+            if split != "training":
+                splits[split] = LabeledFeatures(stacked, labels)
+                continue
+            said = [decoded.words(copy) for copy in range(decoded.count)]
+            if data.stream_examples > 0:
                 extra = training_stream_examples(
                     index.root, data, features, extractor, index.labels,
                     round(data.stream_examples * len(labels)),
@@ -138,7 +146,11 @@ def _compute(
                     stacked = np.concatenate([stacked, extra.features], axis=1)
                     labels = np.concatenate([labels, extra.labels])
                     files[split] += extra.files
-            splits[split] = LabeledFeatures(stacked, labels)
+                    said = [copy + extra.words for copy in said]
+            words = sorted({w for copy in said for w in copy})
+            number = {w: i for i, w in enumerate(words)}
+            ids = np.array([[number[w] for w in copy] for copy in said], np.int32)
+            splits[split] = LabeledFeatures(stacked, labels, ids)
     meta = {
         "cache_key": key,
         "extractor": extractor.name,
@@ -148,6 +160,7 @@ def _compute(
         "split_summary": _summary(index.labels, splits),
         "skipped_files": index.skipped_files,
         "converted_files": index.converted_files,
+        "words": words,
     }
     return FeatureSets(index.labels, splits, files, meta)
 
@@ -201,6 +214,8 @@ def _save(sets: FeatureSets, folder: Path) -> None:
         for split, data in sets.splits.items():
             np.save(tmp / f"{split}.features.npy", data.features)
             np.save(tmp / f"{split}.labels.npy", data.labels)
+            if data.words is not None:
+                np.save(tmp / f"{split}.words.npy", data.words)
         (tmp / "files.json").write_text(json.dumps(sets.files), "utf-8")
         (tmp / "meta.json").write_text(json.dumps(sets.meta, indent=2), "utf-8")
 
@@ -208,10 +223,12 @@ def _save(sets: FeatureSets, folder: Path) -> None:
 def _load(folder: Path) -> FeatureSets:
     meta = json.loads((folder / "meta.json").read_text("utf-8"))
     files = json.loads((folder / "files.json").read_text("utf-8"))
-    splits = {
-        split: LabeledFeatures(
-            np.load(folder / f"{split}.features.npy"), np.load(folder / f"{split}.labels.npy")
+    splits = {}
+    for split in SPLITS:
+        words = folder / f"{split}.words.npy"
+        splits[split] = LabeledFeatures(
+            np.load(folder / f"{split}.features.npy"),
+            np.load(folder / f"{split}.labels.npy"),
+            np.load(words) if words.exists() else None,
         )
-        for split in SPLITS
-    }
     return FeatureSets(meta["labels"], splits, files, meta)

@@ -50,6 +50,8 @@ class StreamExamples:
     """``[examples]`` class indices."""
     files: list[str]
     """Per example, ``stream:`` and the clip its word was cut from."""
+    words: list[str]
+    """Per example, the word it holds (a keyword or the other word)."""
 
 
 def training_stream_examples(
@@ -98,7 +100,9 @@ def training_stream_examples(
     example_labels = np.array(
         [index[e.word if e.kind == "keyword" else UNKNOWN_LABEL] for e in events], np.int64
     )
-    return StreamExamples(out, example_labels, [f"stream:{e.file}" for e in events])
+    return StreamExamples(
+        out, example_labels, [f"stream:{e.file}" for e in events], [e.word for e in events]
+    )
 
 
 def _last_slice(
