@@ -393,6 +393,13 @@ class TrainingSection:
                 f"loss {last.get('train_loss', float('nan')):.3f}",
             )
         )
+        words = train.get("word_classes")
+        if words:
+            weight = run_config(run.results).train.word_head
+            # The training loss holds the word head's too; the validation loss does not.
+            cards.append(
+                ("word head", f"{words} words", f"training loss includes {weight} x its loss")
+            )
         rows = [
             [
                 r["epoch"],
