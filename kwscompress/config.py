@@ -189,7 +189,7 @@ class TrainConfig:
     share) * b``, and the loss with their two labels the same way, with ``share`` drawn per
     batch from Beta(mixup, mixup); 0 (the default) turns it off. It raises clip accuracy
     but lowers the stream's detection and 4-bit PTQ accuracy (:doc:`/training`)."""
-    word_head: float = 0.5
+    word_head: float = 0.25
     """Weight of the word head's loss: a linear layer beside the model's classifier learns which
     word each training example says (every word folder and silence a class), which teaches the
     model's features to tell the words it lumps into ``_unknown_`` apart from the keywords; it

@@ -101,7 +101,7 @@ def test_estimate_profile_and_report(first_run: tuple[Path, dict]) -> None:
     html = base / "runs" / "demo-quick" / results["report"]["html"]
     assert html.is_file() and "data:image/png;base64," in html.read_text()
     words = results["train"]["word_classes"]
-    assert f"{words} words" in html.read_text() and "includes 0.5 x its loss" in html.read_text()
+    assert f"{words} words" in html.read_text() and "includes 0.25 x its loss" in html.read_text()
 
 
 def test_a_checkpoint_loads_back_into_a_pipeline(first_run: tuple[Path, dict]) -> None:
