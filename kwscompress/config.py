@@ -588,7 +588,7 @@ def quick_overrides() -> dict[str, Any]:
             "augment_copies": 1,
             # Ten short epochs on a few dozen clips learn something only from the plain recipe:
             # the old class mix, no speed, band-limit or level augmentation, plain loss, no
-            # frequency warping.
+            # frequency warping, no word head.
             "unknown_percentage": 25.0,
             "speed_frequency": 0.0,
             "band_limit_frequency": 0.0,
@@ -608,6 +608,7 @@ def quick_overrides() -> dict[str, Any]:
             "lr_step_epochs": 8,
             "class_weights": "none",
             "freq_warp": 0.0,
+            "word_head": 0.0,
         },
         "stream": {"minutes": 1.0},
         "profile": {"runs": 30, "warmup": 5},

@@ -445,3 +445,15 @@ def test_report_displays_in_headless_chromium(rendered, tmp_path):
     ]
     assert check["images"] == 7 and check["broken"] == [] and check["empty"] == []
     assert min(check["widths"]) > 300
+
+
+def test_training_section_names_the_word_head(plugin_manager, tmp_path):
+    results = _results(tmp_path / "data")
+    results["config"]["train"]["word_head"] = 0.25
+    results["train"]["word_classes"] = 58
+    page = write_report(Run(_make_run(tmp_path, results)), plugin_manager)["html"]
+    assert "58 words" in page.read_text("utf-8")
+    assert "training loss includes 0.25 x its loss" in page.read_text("utf-8")
+    del results["train"]["word_classes"]
+    page = write_report(Run(_make_run(tmp_path / "plain", results)), plugin_manager)["html"]
+    assert "word head" not in page.read_text("utf-8")
