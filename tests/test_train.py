@@ -396,6 +396,8 @@ def test_word_head_trains_beside_the_model_and_is_dropped(tmp_path: Path) -> Non
     # first epoch's loss is about 0.5, with the head about 1.5) and the
     # model's weights move otherwise; what is left is the model alone, without the hook.
     assert result.word_classes == 6
+    _, again, _ = _train(tmp_path, config, said)  # the head's weights come from the seed too
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in result.history]
     first = result.history[0]["train_loss"]
     assert first > plain_result.history[0]["train_loss"] + 0.3, (first, plain_result.history)
     assert not all(
