@@ -161,7 +161,9 @@ def train_model(
     as a ``state_dict`` (``torch.save``, atomically) each time it improves. Training runs on CUDA
     when available, in the memory layout the model names in a ``memory_format`` attribute if it
     has one (:class:`~kwscompress.models.DsCnn`: channels-last, which oneDNN runs faster); the
-    model is returned on the CPU in the default layout.
+    model is returned on the CPU in the default layout. When ``config.word_head`` is above 0 and
+    ``train`` names the words its examples say, a word head (:mod:`kwscompress.word_head`) trains
+    beside the model and is detached at the end: only the model's weights are kept.
 
     :param progress: called with 1 after each epoch.
     :param keep_start: the weights before the first epoch compete too (fine-tuning): when no
