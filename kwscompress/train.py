@@ -416,7 +416,7 @@ def _train_epoch(
             logits = model(share * inputs + (1 - share) * inputs[partner])
         else:
             logits = model(inputs)
-        loss = _blended_loss(logits, targets, share, partner, weights)
+        loss = _blended_loss(logits, targets, share, partner, weights, config.label_smoothing)
         if head is not None and words is not None:
             said = torch.from_numpy(words[chosen[batch], batch]).to(device)
             loss = loss + config.word_head * _blended_loss(head.logits(), said, share, partner)
@@ -434,12 +434,15 @@ def _blended_loss(
     share: float,
     partner: torch.Tensor | None,
     weights: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy; under mixup (``partner`` given) blended between the two examples' labels."""
-    loss = F.cross_entropy(logits, targets, weight=weights)
+    """Cross-entropy (label-smoothed by ``smoothing``); under mixup (``partner`` given) blended
+    between the two examples' labels."""
+    loss = F.cross_entropy(logits, targets, weight=weights, label_smoothing=smoothing)
     if partner is None:
         return loss
-    return share * loss + (1 - share) * F.cross_entropy(logits, targets[partner], weight=weights)
+    other = F.cross_entropy(logits, targets[partner], weight=weights, label_smoothing=smoothing)
+    return share * loss + (1 - share) * other
 
 
 def _saved_state(model: nn.Module, checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -536,6 +539,8 @@ def _check_config(config: TrainConfig) -> None:
     for key in ("weight_decay", "word_head"):
         if getattr(config, key) < 0:
             raise ConfigError(f"train.{key} must be 0 or more, got {getattr(config, key)}")
+    if not 0 <= config.label_smoothing < 1:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got {config.label_smoothing}")
 
 
 def _device() -> torch.device:

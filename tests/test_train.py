@@ -16,6 +16,7 @@ from kwscompress.errors import ConfigError, KwsError
 from kwscompress.models import DsCnn, TinyConv
 from kwscompress.train import (
     LabeledFeatures,
+    _blended_loss,
     evaluate,
     predict,
     set_seed,
@@ -39,6 +40,7 @@ def _toy(clips: int, seed: int) -> LabeledFeatures:
 
 def _config(**changes: object) -> TrainConfig:
     values = {"epochs": 3, "batch_size": 10, "learning_rate": 0.003, "seed": 7}
+    values["label_smoothing"] = 0.0  # plain cross-entropy unless a test asks for smoothing
     values.update(changes)
     return TrainConfig(**values)  # type: ignore[arg-type]
 
@@ -236,6 +238,35 @@ def test_mixup_trains_on_blended_labels(tmp_path: Path) -> None:
     assert plain.history[-1]["train_loss"] < 0.2 < mixed.history[-1]["train_loss"]
 
 
+def test_label_smoothing_spreads_the_target_and_keeps_outputs_off_certainty(
+    tmp_path: Path,
+) -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    targets = torch.tensor([0, 1])
+    log_p = torch.log_softmax(logits, dim=1)
+    # The smoothed target: 1 - e on the label, e spread evenly over all three classes.
+    e = 0.3
+    target = torch.full((2, 3), e / 3)
+    target[0, 0] += 1 - e
+    target[1, 1] += 1 - e
+    expected = float(-(target * log_p).sum(dim=1).mean())
+    assert float(_blended_loss(logits, targets, 1.0, None, smoothing=e)) == pytest.approx(expected)
+    assert float(_blended_loss(logits, targets, 1.0, None)) == pytest.approx(
+        float(-log_p[[0, 1], [0, 1]].mean())
+    )
+
+    # Trained on a separable problem until it fits, the plain loss drives the winning
+    # probability towards 1; smoothing at 0.2 holds it near 1 - 0.2 + 0.2 / 3 = 0.87, where
+    # the smoothed loss is lowest.
+    def confidence(smoothing: float) -> float:
+        config = _config(epochs=10, learning_rate=0.01, freq_warp=0.0, label_smoothing=smoothing)
+        model, result, _ = _train(tmp_path, config)
+        assert result.best_validation_accuracy == 1.0
+        return float(predict(model, _toy(30, seed=2).features).max(axis=1).mean())
+
+    assert confidence(0.2) < 0.95 < confidence(0.0)
+
+
 def test_learning_rate_follows_the_step_schedule(tmp_path: Path) -> None:
     config = _config(epochs=3, lr_step_epochs=2, lr_gamma=0.5, learning_rate=0.002)
     _, result, _ = _train(tmp_path, config)
@@ -356,6 +387,8 @@ def test_bad_inputs_raise_kws_error_naming_the_problem(tmp_path: Path) -> None:
         predict(model, good.features[0])
     with pytest.raises(ConfigError, match=r"train\.epochs must be at least 1"):
         train_model(model, good, good, _config(epochs=0), checkpoint)
+    with pytest.raises(ConfigError, match=r"train\.label_smoothing must be in \[0, 1\), got 1"):
+        train_model(model, good, good, _config(label_smoothing=1.0), checkpoint)
     with pytest.raises(ConfigError, match=r"train\.word_head must be 0 or more, got -1"):
         train_model(model, good, good, _config(word_head=-1.0), checkpoint)
     with pytest.raises(KwsError, match=r"training words must be word indices >= 0 shaped like"):
