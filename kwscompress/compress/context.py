@@ -52,9 +52,9 @@ class StepContext:
     ) -> dict[str, Any]:
         """Train ``model`` in place and keep the best epoch: Adam without learning-rate steps,
         otherwise the baseline's training (batch size, weight decay, class weights, frequency
-        warping, mixup; no word head). The weights it starts from compete: when no epoch beats
-        them on validation they are kept (``best_epoch`` 0), so fine-tuning never leaves a
-        variant worse on validation than it found it."""
+        warping, mixup, label smoothing; no word head). The weights it starts from compete:
+        when no epoch beats them on validation they are kept (``best_epoch`` 0), so fine-tuning
+        never leaves a variant worse on validation than it found it."""
         config = dataclasses.replace(
             self.train_config,
             epochs=epochs,
