@@ -217,7 +217,15 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
     assert own["hits"] + own["misses"] == results["stream"]["hits"] + results["stream"]["misses"]
     source = rows["qat-8b"]["deploy"]["recognizer_source"]
     usable = own["tuned"] and own["validation_at_chosen"]["false_reject_rate"] <= 0.5
-    assert source.startswith("tuned on variant qat-8b's" if usable else "[recognizer] config")
+    halves = [r for r in own["streams"]["validation"]["det"] if r["false_reject_rate"] <= 0.5]
+    expected = (
+        "tuned on variant qat-8b's"
+        if usable
+        else "variant qat-8b's validation stream: threshold"
+        if own["tuned"] and halves
+        else "[recognizer] config"
+    )
+    assert source.startswith(expected), source
     html = (run_dir / "report.html").read_text()
     for section in ("variants", "quantization", "pruning", "deployment"):
         assert f'id="{section}"' in html, section

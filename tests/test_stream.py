@@ -349,8 +349,27 @@ def test_firmware_takes_the_recognizer_tuned_for_the_deployed_variant():
     assert source == "tuned on variant qat-8b's validation stream"
     # Another variant has no stream of its own: the trained model's settings.
     assert recognizer_settings(results, configured, "float")[0]["detection_threshold"] == 230
-    # Settings that miss most keywords on validation are not flashed.
+    # Settings that miss most keywords on validation are not flashed: the validation DET's
+    # threshold with the fewest false accepts among those that keep half the keywords is.
     results["variants"][1]["stream"] = tuned(250, 0.9)
+    det = [
+        {"threshold": 150, "false_reject_rate": 0.2, "false_accepts_per_hour": 20.0},
+        {"threshold": 170, "false_reject_rate": 0.5, "false_accepts_per_hour": 6.0},
+        {"threshold": 180, "false_reject_rate": 0.45, "false_accepts_per_hour": 6.0},
+        {"threshold": 200, "false_reject_rate": 0.6, "false_accepts_per_hour": 2.0},
+        {"threshold": 250, "false_reject_rate": 0.9, "false_accepts_per_hour": 0.0},
+    ]
+    results["variants"][1]["stream"]["streams"] = {"validation": {"det": det}}
+    settings, source = recognizer_settings(results, configured, "qat-8b")
+    assert settings == {"average_window_ms": 750, "detection_threshold": 180}
+    assert source == (
+        "variant qat-8b's validation stream: threshold 180, the fewest false accepts (6.0 per "
+        "hour) while missing at most half of the keywords (45%); the threshold tuned for the "
+        "target missed 90%"
+    )
+    # When no threshold keeps half of them, the configured settings.
+    for row in det:
+        row["false_reject_rate"] = 0.8
     settings, source = recognizer_settings(results, configured, "qat-8b")
     assert settings["detection_threshold"] == configured.detection_threshold
     assert source.startswith("[recognizer] config (the tuned threshold missed 90%")

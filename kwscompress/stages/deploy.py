@@ -60,8 +60,8 @@ def firmware_inputs(
 
 
 USABLE_FALSE_REJECT_RATE = 0.5
-"""Tuned recognizer settings that miss more keywords than this on the validation stream are not
-rendered into firmware: the configured ``[recognizer]`` settings are used instead."""
+"""Recognizer settings that miss more keywords than this on the validation stream are not
+rendered into firmware (see :func:`recognizer_settings`)."""
 
 
 def recognizer_settings(
@@ -72,22 +72,48 @@ def recognizer_settings(
     The settings tuned on the validation stream for the target false-accept rate, when they
     keep at least half of the keywords on that stream: the variant's own (its row's ``stream``
     record, made when the deploy stage streams it) or else the trained model's (the stream
-    stage's). Otherwise the ``[recognizer]`` config.
+    stage's). When they miss more, the target is out of the model's reach and a device that
+    seldom answers is no use: the threshold of the same averaging window with the fewest false
+    accepts per hour among those that keep at least half of the validation stream's keywords
+    (its DET). Otherwise the ``[recognizer]`` config.
     """
     rows = {row.get("id"): row for row in results.get("variants") or []}
     own = (rows.get(variant_id) or {}).get("stream")
     stream = own or results.get("stream") or {}
+    whose = f"variant {variant_id}'s" if own else "the trained model's"
     chosen = stream.get("validation_at_chosen") or {}
     miss = chosen.get("false_reject_rate")
-    if stream.get("tuned") and stream.get("recognizer") and miss is not None:
-        if miss <= USABLE_FALSE_REJECT_RATE:
-            whose = f"variant {variant_id}'s" if own else "the trained model's"
-            return dict(stream["recognizer"]), f"tuned on {whose} validation stream"
-        return dataclasses.asdict(configured), (
-            f"[recognizer] config (the tuned threshold missed {miss:.0%} of the validation "
-            "stream's keywords)"
+    if not (stream.get("tuned") and stream.get("recognizer") and miss is not None):
+        return dataclasses.asdict(configured), "[recognizer] config"
+    if miss <= USABLE_FALSE_REJECT_RATE:
+        return dict(stream["recognizer"]), f"tuned on {whose} validation stream"
+    det = ((stream.get("streams") or {}).get("validation") or {}).get("det") or []
+    usable = [
+        row
+        for row in det
+        if row.get("false_reject_rate") is not None
+        and row["false_reject_rate"] <= USABLE_FALSE_REJECT_RATE
+    ]
+    if usable:
+        best = min(
+            usable,
+            key=lambda r: (
+                r["false_accepts_per_hour"] or 0.0,
+                r["false_reject_rate"],
+                -r["threshold"],
+            ),
         )
-    return dataclasses.asdict(configured), "[recognizer] config"
+        threshold = int(best["threshold"])
+        rate, misses = best["false_accepts_per_hour"] or 0.0, best["false_reject_rate"]
+        return {**stream["recognizer"], "detection_threshold": threshold}, (
+            f"{whose} validation stream: threshold {threshold}, the fewest false accepts "
+            f"({rate:.1f} per hour) while missing at most half of the keywords ({misses:.0%}); "
+            f"the threshold tuned for the target missed {miss:.0%}"
+        )
+    return dataclasses.asdict(configured), (
+        f"[recognizer] config (the tuned threshold missed {miss:.0%} of the validation "
+        "stream's keywords, and no threshold kept half of them)"
+    )
 
 
 def render_firmware(
