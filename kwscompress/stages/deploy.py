@@ -17,6 +17,7 @@ from kwscompress.config import RecognizerConfig
 from kwscompress.errors import KwsError
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import FirmwareInputs
+from kwscompress.stream.tuning import quietest_keeping
 
 
 def firmware_inputs(
@@ -88,21 +89,8 @@ def recognizer_settings(
     if miss <= USABLE_FALSE_REJECT_RATE:
         return dict(stream["recognizer"]), f"tuned on {whose} validation stream"
     det = ((stream.get("streams") or {}).get("validation") or {}).get("det") or []
-    usable = [
-        row
-        for row in det
-        if row.get("false_reject_rate") is not None
-        and row["false_reject_rate"] <= USABLE_FALSE_REJECT_RATE
-    ]
-    if usable:
-        best = min(
-            usable,
-            key=lambda r: (
-                r["false_accepts_per_hour"] or 0.0,
-                r["false_reject_rate"],
-                -r["threshold"],
-            ),
-        )
+    best = quietest_keeping(det, USABLE_FALSE_REJECT_RATE)
+    if best is not None:
         threshold = int(best["threshold"])
         rate, misses = best["false_accepts_per_hour"] or 0.0, best["false_reject_rate"]
         return {**stream["recognizer"], "detection_threshold": threshold}, (

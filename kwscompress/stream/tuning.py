@@ -138,3 +138,23 @@ def choose_threshold(rows: Sequence[dict[str, Any]], target_per_hour: float) -> 
         return {**best, "target_met": True}
     best = min(rows, key=lambda r: (r["false_accepts_per_hour"] or 0.0, frr(r), -r["threshold"]))
     return {**best, "target_met": False}
+
+
+def quietest_keeping(
+    rows: Sequence[dict[str, Any]], max_false_reject: float
+) -> dict[str, Any] | None:
+    """The DET row with the fewest false accepts per hour among those that miss at most
+    ``max_false_reject`` of the keywords (ties: fewer misses, then the higher threshold); None
+    when no row keeps that many. The mirror of :func:`choose_threshold`, for when its target
+    rate costs too many keywords."""
+    keeping = [
+        r
+        for r in rows
+        if r["false_reject_rate"] is not None and r["false_reject_rate"] <= max_false_reject
+    ]
+    if not keeping:
+        return None
+    return min(
+        keeping,
+        key=lambda r: (r["false_accepts_per_hour"] or 0.0, r["false_reject_rate"], -r["threshold"]),
+    )
