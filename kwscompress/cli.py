@@ -1,6 +1,6 @@
 """The ``kwscompress`` command.
 
-Subcommands: ``demo``, ``run``, ``synth``, ``plugins``, ``estimate``, ``deploy``,
+Subcommands: ``demo``, ``run``, ``synth``, ``plugins``, ``estimate``, ``deploy``, ``stream``,
 ``board-profile``, ``report``.
 A user mistake (bad file, key or name) prints one line naming it and exits with status 2, with no
 traceback.
@@ -111,6 +111,41 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace) -> int:
+    from kwscompress.stages.recording import score_recording
+
+    record, path = score_recording(
+        args.run_dir, args.recording, args.labels, args.variant, args.threshold, args.window_ms,
+        args.out,
+    )  # fmt: skip
+    settings = record["recognizer"]
+    print(f"recording: {record['recording']} ({record['seconds'] / 60:.1f} min)")
+    for note in record["conversions"]:
+        print(f"  {note}")
+    print(
+        f"variant {record['variant']}: {settings['average_window_ms']} ms average, threshold "
+        f"{settings['detection_threshold']} ({record['recognizer_source']})"
+    )
+    words = record["words"]
+    if words["keyword"]:
+        print(
+            f"  keywords: {record['hits']} heard, {record['misses']} missed of {words['keyword']} "
+            f"({record['false_reject_rate']:.1%} false rejects)"
+        )
+    else:
+        print("  no keyword labelled: every detection is a false accept")
+    print(
+        f"  false accepts: {record['false_accepts']} "
+        f"({record['false_accepts_per_hour']:.1f} per hour)"
+    )
+    for keyword, heard in record["false_accept_words"].items():
+        if heard:
+            on = ", ".join(f"{word} x{n}" for word, n in sorted(heard.items()))
+            print(f"    {keyword} heard on: {on}")
+    print(f"record: {path}")
+    return 0
+
+
 def _print_summary(path: Path, results: dict) -> None:
     accuracy = results.get("evaluate", {}).get("accuracy", {})
     clips = results.get("evaluate", {}).get("reference_clips", {}).get("clips", [])
@@ -186,6 +221,32 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the run's [deploy] runtime, tflm)",
     )
     deploy.set_defaults(handler=_deploy)
+
+    stream = sub.add_parser(
+        "stream",
+        help="run a deployed variant and its recognizer over a recording, as the device would",
+    )
+    stream.add_argument("run_dir", help="the run directory (holds results.json)")
+    stream.add_argument("recording", help="the audio file (WAV, FLAC, ...; any rate, any channels)")
+    stream.add_argument(
+        "--labels",
+        help="Audacity label file of the words said in it (start, end, word per line); "
+        "without one the recording is taken to hold no keyword",
+    )
+    stream.add_argument(
+        "--variant", help="the variant id (default: the first of the run's [deploy] variants)"
+    )
+    stream.add_argument(
+        "--threshold", type=int, help="detection threshold 0..255 (default: the firmware's)"
+    )
+    stream.add_argument(
+        "--window-ms", type=int, help="averaging window in ms (default: the firmware's)"
+    )
+    stream.add_argument(
+        "--out", help="where to write the JSON record "
+        "(default: RUN_DIR/stream/recordings/RECORDING.VARIANT.json)",
+    )  # fmt: skip
+    stream.set_defaults(handler=_stream)
 
     from kwscompress.board_log import add_profile_arguments
 

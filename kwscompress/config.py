@@ -410,6 +410,11 @@ class StreamConfig:
     second of averaging needs a keyword confident for most of a second)."""
     seed: int = 0
     """Seed of the choice and placement of words and of the background."""
+    save_audio: bool = False
+    """Also write each stream's audio (``<run>/stream/<split>.wav``, 16-bit as the device's
+    microphone delivers it) with its words and the chosen recognizer's detections as Audacity
+    label files (``<split>.words.txt``, ``<split>.detections.txt``): about 58 MB a half-hour
+    stream."""
 
 
 @dataclass
@@ -618,7 +623,8 @@ def quick_overrides() -> dict[str, Any]:
             "word_head": 0.0,
             "label_smoothing": 0.0,
         },
-        "stream": {"minutes": 1.0},
+        # A minute's streams are small enough to keep, to listen to with their labels.
+        "stream": {"minutes": 1.0, "save_audio": True},
         "profile": {"runs": 30, "warmup": 5},
         "compress": {
             "recipes": [

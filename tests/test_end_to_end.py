@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from kwscompress import Pipeline
 from kwscompress.config import Config, quick_overrides
@@ -229,3 +231,64 @@ def test_sweep_rows_exports_and_firmware(first_run: tuple[Path, dict]) -> None:
     html = (run_dir / "report.html").read_text()
     for section in ("variants", "quantization", "pruning", "deployment"):
         assert f'id="{section}"' in html, section
+
+
+def test_the_saved_stream_scores_as_a_recording_as_the_deploy_stage_scored_it(
+    first_run: tuple[Path, dict],
+) -> None:
+    from kwscompress.stages.recording import score_recording
+
+    base, results = first_run
+    run_dir = base / "runs" / "demo-quick"
+    folder = run_dir / "stream"
+    own = {row["id"]: row for row in results["variants"]}["qat-8b"]["stream"]
+    settings = own["recognizer"]
+    out = base / "testing.qat-8b.json"
+    command = [
+        sys.executable, "-m", "kwscompress.cli", "stream", str(run_dir),
+        str(folder / "testing.wav"), "--labels", str(folder / "testing.words.txt"),
+        "--variant", "qat-8b", "--threshold", str(settings["detection_threshold"]),
+        "--window-ms", str(settings["average_window_ms"]), "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "KWSCOMPRESS_NO_PROGRESS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"record: {out}" in done.stdout
+    record = json.loads(out.read_text())
+    # The stream as saved (16-bit, as the device hears it) and its Audacity labels, read back,
+    # are the stream the variant was tuned on: the same words, and the same DET to the digit.
+    testing = own["streams"]["testing"]
+    assert record["hours"] == own["hours"]
+    assert record["words"]["keyword"] == testing["words"]["keyword"] > 0
+    assert record["words"]["other"] == sum(testing["words"].values()) - testing["words"]["keyword"]
+    assert record["det"] == testing["det"]
+    for key in ("hits", "misses", "false_accepts", "false_reject_rate"):
+        assert record[key] == own[key], key
+    # Without labels every keyword detection is a false accept of that room.
+    unlabelled, path = score_recording(
+        run_dir, folder / "testing.wav", variant="qat-8b", out=base / "unlabelled.json",
+        threshold=settings["detection_threshold"], window_ms=settings["average_window_ms"],
+    )  # fmt: skip
+    assert path == base / "unlabelled.json"
+    assert unlabelled["words"] == {"keyword": 0, "other": 0}
+    assert unlabelled["false_accepts"] == record["hits"] + record["false_accepts"]
+    assert unlabelled["false_reject_rate"] is None
+    # The default: the firmware's settings, the record beside the run's streams.
+    _, path = score_recording(run_dir, folder / "testing.wav", folder / "testing.words.txt")
+    assert path == folder / "recordings" / "testing.qat-8b.json"
+    with pytest.raises(KwsError, match=r"variant .nope. is not in .*variants: float"):
+        score_recording(run_dir, folder / "testing.wav", variant="nope")
+    with pytest.raises(KwsError, match=r"cannot use the recording .*missing\.wav"):
+        score_recording(run_dir, base / "missing.wav")
+    short = base / "short.wav"
+    soundfile.write(short, np.zeros(8000, np.int16), 16000, "PCM_16")
+    with pytest.raises(KwsError, match=r"short\.wav. lasts 0\.50 s, shorter than one model window"):
+        score_recording(run_dir, short)
+    with pytest.raises(KwsError, match=r"ends at .* after the end of"):
+        score_recording(run_dir, folder / "testing.wav", _late_labels(base, record["seconds"]))
+
+
+def _late_labels(base: Path, seconds: float) -> Path:
+    path = base / "late.txt"
+    path.write_text(f"1.0\t1.5\tyes\n{seconds + 1:.3f}\t{seconds + 1.4:.3f}\tno\n")
+    return path

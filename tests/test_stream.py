@@ -17,6 +17,7 @@ from kwscompress.config import Config, RecognizerConfig
 from kwscompress.errors import KwsError
 from kwscompress.recognizer import RecognizerSettings, recognize_stream
 from kwscompress.stream import builder, runner, tuning
+from kwscompress.stream.labels import read_labels, write_labels
 from kwscompress.stream.metrics import match_detections, rates, score_stream
 
 LABELS = ["_silence_", "_unknown_", "yes", "no"]
@@ -113,6 +114,45 @@ def test_source_clips_take_one_split_only(tmp_path: Path):
     assert kinds == {"yes": "keyword", "so": "confusable", "bed": "filler", "other-phrase": "other"}
 
 
+def test_label_files_read_as_audacity_writes_them(tmp_path: Path):
+    path = tmp_path / "labels.txt"
+    path.write_text(
+        "3.500000\t3.900000\tgo\n"
+        "\\\t300.0\t3400.0\n"  # a spectral selection's frequency line
+        "\n"
+        "1.250000\t1.700000\t Yes \n"
+        "5.000000\t5.000000\tdoor slam\n"
+    )
+    events = read_labels(path, ["yes", "no"])
+    assert [(e.word, e.kind, e.start_ms, e.end_ms) for e in events] == [
+        ("yes", "keyword", 1250.0, 1700.0),
+        ("go", "other", 3500.0, 3900.0),
+        ("door slam", "other", 5000.0, 5000.0),
+    ]
+    again = write_labels(tmp_path / "again.txt", ((e.start_ms, e.end_ms, e.word) for e in events))
+    assert read_labels(again, ["yes", "no"]) == [
+        builder.Event(e.word, e.kind, e.start_ms, e.end_ms, "again.txt") for e in events
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("1.0 1.5 yes", "expected 'start<TAB>end<TAB>label'"),
+        ("1.0\tsoon\tyes", "expected 'start<TAB>end<TAB>label'"),
+        ("2.0\t1.5\tyes", "0 <= start <= end"),
+        ("1.0\t1.5\t ", "and a name"),
+    ],
+)
+def test_label_file_mistakes_name_the_file_and_line(tmp_path: Path, line: str, message: str):
+    path = tmp_path / "bad.txt"
+    path.write_text(f"0.1\t0.5\tno\n{line}\n")
+    with pytest.raises(KwsError, match=f"bad.txt:2: .*{message}"):
+        read_labels(path, ["yes", "no"])
+    with pytest.raises(KwsError, match="cannot read the label file"):
+        read_labels(tmp_path / "missing.txt", ["yes"])
+
+
 def _ev(word: str, start: float, end: float) -> SimpleNamespace:
     return SimpleNamespace(word=word, start_ms=start, end_ms=end)
 
@@ -148,6 +188,12 @@ def test_matching_counts_duplicates_wrong_words_and_ignores_non_commands():
     }  # fmt: skip
     assert counts["false_accept_words"] == {"yes": {"yes": 1, "no": 1}, "no": {"go": 1}}
     assert (counts["hits"], counts["misses"], counts["false_accepts"]) == (1, 1, 3)
+    assert [(o["time_ms"], o["outcome"], o["word"]) for o in counts["outcomes"]] == [
+        (1200, "hit", "yes"),
+        (1400, "false accept", "yes"),
+        (5300, "false accept", "no"),
+        (9100, "false accept", "go"),
+    ]
 
 
 def test_rates_arithmetic():

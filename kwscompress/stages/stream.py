@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 import torch
 
 from kwscompress.config import Config
@@ -25,8 +26,9 @@ from kwscompress.data.dataset import synth_manifest
 from kwscompress.errors import DataError
 from kwscompress.protocols import FeatureExtractor
 from kwscompress.recognizer import RecognizerSettings
-from kwscompress.run import Run, write_json
+from kwscompress.run import Run, atomic_path, write_json
 from kwscompress.stream import builder, runner, tuning
+from kwscompress.stream import labels as stream_labels
 from kwscompress.stream.metrics import score_stream
 
 THRESHOLDS = tuple(range(100, 255, 3))
@@ -103,7 +105,10 @@ def run_stream_stage(
     result = score_at(test, labels, keywords, recognizer, stream_config.tolerance_ms)
     at_default = score_at(test, labels, keywords, base, stream_config.tolerance_ms)
     if run is not None:
-        _write_detections(run, streams, labels, keywords, recognizer)
+        _write_detections(
+            run, streams, labels, keywords, recognizer, stream_config.tolerance_ms,
+            stream_config.save_audio,
+        )  # fmt: skip
     other_words = sum(e.kind != "keyword" for e in test["stream"].events)
     counts = ("hits", "misses", "false_accepts", "false_accepts_per_hour", "false_reject_rate")
     target = stream_config.target_false_accepts_per_hour
@@ -259,21 +264,40 @@ def _write_detections(
     labels: list[str],
     keywords: list[str],
     settings: RecognizerSettings,
+    tolerance_ms: float,
+    save_audio: bool,
 ) -> None:
+    """``<run>/stream/<split>.json``: the words and each detection's outcome; with
+    ``save_audio`` also the audio, and both as Audacity label files
+    (:mod:`kwscompress.stream.labels`)."""
     folder = run.subdir("stream")
     for split, entry in streams.items():
-        found = tuning.detections(
-            entry["traces"][settings.average_window_ms], labels, settings.detection_threshold,
-            settings.suppression_ms,
-        )  # fmt: skip
+        stream = entry["stream"]
+        scored = score_at(entry, labels, keywords, settings, tolerance_ms)
         write_json(
             folder / f"{split}.json",
             {
-                "seconds": entry["stream"].seconds,
+                "seconds": stream.seconds,
                 "recognizer": settings.as_dict(),
-                "events": [e.as_dict() for e in entry["stream"].events],
-                "detections": [{"time_ms": t, "label": k} for t, k in found if k in keywords],
+                "events": [e.as_dict() for e in stream.events],
+                "detections": scored["outcomes"],
             },
+        )
+        if not save_audio:
+            continue
+        with atomic_path(folder / f"{split}.wav") as tmp:
+            soundfile.write(
+                tmp, runner.device_samples(stream.audio), stream.sample_rate, "PCM_16", format="WAV"
+            )
+        stream_labels.write_labels(
+            folder / f"{split}.words.txt", ((e.start_ms, e.end_ms, e.word) for e in stream.events)
+        )
+        stream_labels.write_labels(
+            folder / f"{split}.detections.txt",
+            (
+                (o["time_ms"], o["time_ms"], f"{o['label']} ({o['outcome']})")
+                for o in scored["outcomes"]
+            ),
         )
 
 

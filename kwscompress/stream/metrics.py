@@ -34,7 +34,9 @@ def match_detections(
     :param keywords: the wanted words; other labels' detections are ignored.
     :returns: ``{"per_keyword": {k: {"occurrences", "hits", "misses", "false_accepts"}},
         "false_accept_words": {k: {word heard as k: count}}, "hits", "misses",
-        "false_accepts", "occurrences"}``.
+        "false_accepts", "occurrences", "outcomes"}``; ``outcomes`` lists each keyword
+        detection in time order as ``{"time_ms", "label", "outcome", "word"}``: ``hit`` or
+        ``false accept``, and the word it was matched to or fired on.
     """
     if tolerance_ms < 0:
         raise KwsError(f"stream.tolerance_ms must be 0 or more, got {tolerance_ms}")
@@ -46,6 +48,7 @@ def match_detections(
         k: sorted((e for e in events if e.word == k), key=lambda e: e.start_ms) for k in keywords
     }
     matched: dict[str, set[int]] = {k: set() for k in keywords}
+    outcomes = []
     for keyword, found in occurrences.items():
         per_keyword[keyword]["occurrences"] = len(found)
     for time_ms, label in sorted(detections):
@@ -62,17 +65,26 @@ def match_detections(
         if hit is not None:
             matched[label].add(hit)
             per_keyword[label]["hits"] += 1
+            outcomes.append({"time_ms": time_ms, "label": label, "outcome": "hit", "word": label})
             continue
         per_keyword[label]["false_accepts"] += 1
         word = _word_at(events, time_ms, tolerance_ms)
         heard_as[label][word] = heard_as[label].get(word, 0) + 1
+        outcomes.append(
+            {"time_ms": time_ms, "label": label, "outcome": "false accept", "word": word}
+        )
     for row in per_keyword.values():
         row["misses"] = row["occurrences"] - row["hits"]
     totals = {
         key: sum(row[key] for row in per_keyword.values())
         for key in ("occurrences", "hits", "misses", "false_accepts")
     }
-    return {"per_keyword": per_keyword, "false_accept_words": heard_as, **totals}
+    return {
+        "per_keyword": per_keyword,
+        "false_accept_words": heard_as,
+        **totals,
+        "outcomes": outcomes,
+    }
 
 
 def _word_at(events: Sequence[Any], time_ms: float, tolerance_ms: float) -> str:

@@ -49,6 +49,13 @@ def stream_features(
     return np.asarray(extractor.extract(audio[np.newaxis], features, sample_rate)[0], np.float32)
 
 
+def device_samples(audio: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as the int16 samples a microphone would deliver: times 32768,
+    clipped, truncated toward zero, as the ``micro`` extractor converts them. Written to a
+    16-bit WAV and read back, they give that extractor exactly the same features."""
+    return np.clip(audio * 32768.0, -32768, 32767).astype(np.int16)
+
+
 def window_frames(clip_duration_ms: float, window_ms: float, stride_ms: float) -> int:
     """Slices in one model window: as many as a clip of ``clip_duration_ms`` has."""
     return 1 + int((clip_duration_ms - window_ms) // stride_ms)
