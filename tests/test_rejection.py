@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -242,6 +244,26 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
     run.results["stream"]["false_reject_rate"] = 0.9
     (tmp_path / "run" / "plots" / "det-curves.png").unlink()
     assert "misses most keywords" in StreamingSection().render(run).markdown
+    assert "Recordings" not in StreamingSection().render(run).markdown
+    # What `kwscompress stream` scored shows up beside the streams, a broken record as such.
+    recordings = tmp_path / "run" / "stream" / "recordings"
+    recordings.mkdir(parents=True)
+    (recordings / "tv.qat-8b.json").write_text(
+        json.dumps(
+            {
+                "recording": "/home/me/tv.wav", "variant": "qat-8b", "seconds": 1800.0,
+                "recognizer": {"average_window_ms": 1000, "detection_threshold": 172},
+                "words": {"keyword": 0, "other": 0}, "hits": 0, "false_reject_rate": None,
+                "false_accepts": 3, "false_accepts_per_hour": 6.0,
+            }
+        )
+    )  # fmt: skip
+    (recordings / "half.qat-8b.json").write_text('{"recording": ')
+    table = StreamingSection().render(run).markdown.split("Recordings scored")[1]
+    assert "| tv.wav | qat-8b | 30.0 | 1000 ms, 172 | 0 | 0 | \N{EN DASH} | 3 | 6.0 |" in table
+    assert "| half.qat-8b.json | unreadable (JSONDecodeError) |" in table
+    del run.results["stream"]
+    assert "tv.wav" in StreamingSection().render(run).markdown
 
 
 def test_probes_cover_every_test_clip_and_score_like_the_model(make_dataset, pm):

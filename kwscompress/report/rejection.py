@@ -5,12 +5,15 @@ the table of confusable words (what each was heard as) and accuracy on the band-
 fast test copies, from ``results["evaluate"]``, and the same for every compression variant
 (``results["variants"]``). ``Streaming`` (order 46) shows the stream
 evaluation: hits, misses, false accepts per hour, the chosen recognizer settings and the DET
-curves, from ``results["stream"]``, and the deployed variants' own streams (their rows'
-``stream``). Registered through the ``rejection_report`` entry point.
+curves, from ``results["stream"]``, the deployed variants' own streams (their rows'
+``stream``) and the recordings ``kwscompress stream`` scored. Registered through the
+``rejection_report`` entry point.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kwscompress import hookimpl
@@ -76,10 +79,10 @@ class StreamingSection:
     order = 46
 
     def render(self, run: Run) -> SectionContent | None:
-        """From ``results["stream"]``."""
+        """From ``results["stream"]``, and the records ``kwscompress stream`` wrote."""
         stream = run.results.get("stream")
         if not stream:
-            return None
+            return _recordings(run)
         recognizer = stream.get("recognizer", {})
         hours = stream.get("hours") or 0.0
         parts = [
@@ -208,6 +211,7 @@ class StreamingSection:
                 )
             )
         parts.append(_deployed_streams(stream, run.results.get("variants")))
+        parts.append(_recordings(run))
         return blocks.combine(*parts)
 
 
@@ -243,7 +247,8 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
             "own validation stream: a quantized model is more or less sure of the same words "
             "than the trained one, so the threshold chosen for one need not suit the other. "
             "The firmware renders the variant's own settings when they keep at least half of "
-            "its validation stream's keywords, else the [recognizer] config."
+            "its validation stream's keywords; else the threshold with the fewest false accepts "
+            "that keeps half of them, else the [recognizer] config."
         ),
         blocks.table(
             [
@@ -257,6 +262,55 @@ def _deployed_streams(trained: dict[str, Any], rows: Any) -> SectionContent | No
             ],
             body,
             caption="Test stream, at each model's tuned and at the configured recognizer.",
+        ),
+    )
+
+
+def _recordings(run: Run) -> SectionContent | None:
+    """The recordings scored by ``kwscompress stream`` (``<run>/stream/recordings/*.json``)."""
+    body = []
+    for path in sorted((run.path / "stream" / "recordings").glob("*.json")):
+        try:
+            record = json.loads(path.read_text("utf-8"))
+            settings = record["recognizer"]
+            row = [
+                Path(record["recording"]).name,
+                record["variant"],
+                f"{record['seconds'] / 60:.1f}",
+                f"{settings['average_window_ms']} ms, {settings['detection_threshold']}",
+                record["words"]["keyword"],
+                record["hits"],
+                fmt_percent(record["false_reject_rate"]),
+                record["false_accepts"],
+                _rate(record["false_accepts_per_hour"]),
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            row = [path.name, f"unreadable ({type(exc).__name__})", *[MISSING] * 7]
+        body.append(row)
+    if not body:
+        return None
+    return blocks.combine(
+        blocks.heading("Recordings"),
+        blocks.paragraph(
+            "Recordings scored with `kwscompress stream`: the variant's .tflite and its "
+            "firmware's recognizer (or the settings given) over the whole recording, as on the "
+            "device. A recording without a label file holds no keyword, so every detection is a "
+            "false accept."
+        ),
+        blocks.table(
+            [
+                "recording",
+                "variant",
+                "minutes",
+                "window, threshold",
+                "keywords said",
+                "hits",
+                "false rejects",
+                "false accepts",
+                "per hour",
+            ],
+            body,
+            caption="From stream/recordings/ in the run directory.",
         ),
     )
 
