@@ -193,6 +193,7 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
                                     "false_accepts": 1, "false_reject_rate": 0.1,
                                     "false_accepts_per_hour": 4.0}},
             "false_accept_words": {"yes": {"yet": 1}},
+            "false_accepts_by_kind": {"confusable": 1},
             "target_false_accepts_per_hour": 1.0,
             "streams": {"testing": {"seconds": 900.0, "words": {"keyword": 30}, "det": [det_row]}},
             "matching": {"tolerance_ms": 1000.0},
@@ -222,6 +223,7 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
     assert "1.25 times faster" in rejection.markdown
     streaming = StreamingSection().render(run)
     assert "yet 1" in streaming.markdown and "detection_threshold = 200" in streaming.markdown
+    assert "The false accepts fired on: 1 confusable (" in streaming.markdown
     assert (tmp_path / "run" / "plots" / "det-curves.png").stat().st_size > 1000
     assert "misses most keywords" not in streaming.markdown
     assert "Deployed variants" not in streaming.markdown

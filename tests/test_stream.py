@@ -154,7 +154,8 @@ def test_label_file_mistakes_name_the_file_and_line(tmp_path: Path, line: str, m
 
 
 def _ev(word: str, start: float, end: float) -> SimpleNamespace:
-    return SimpleNamespace(word=word, start_ms=start, end_ms=end)
+    kind = "keyword" if word in ("yes", "no") else "confusable"
+    return SimpleNamespace(word=word, kind=kind, start_ms=start, end_ms=end)
 
 
 def test_matching_tolerance_edges():
@@ -176,6 +177,7 @@ def test_matching_counts_duplicates_wrong_words_and_ignores_non_commands():
         (1400, "yes"),  # second detection of the same word: false accept
         (5300, "yes"),  # yes heard on "no": false accept (and "no" is missed)
         (9100, "no"),  # "go" heard as "no"
+        (12000, "no"),  # on no word at all
         (7000, "_unknown_"),  # not a command
         (7100, "_silence_"),
     ]
@@ -184,15 +186,19 @@ def test_matching_counts_duplicates_wrong_words_and_ignores_non_commands():
         "occurrences": 1, "hits": 1, "misses": 0, "false_accepts": 2,
     }  # fmt: skip
     assert counts["per_keyword"]["no"] == {
-        "occurrences": 1, "hits": 0, "misses": 1, "false_accepts": 1,
+        "occurrences": 1, "hits": 0, "misses": 1, "false_accepts": 2,
     }  # fmt: skip
-    assert counts["false_accept_words"] == {"yes": {"yes": 1, "no": 1}, "no": {"go": 1}}
-    assert (counts["hits"], counts["misses"], counts["false_accepts"]) == (1, 1, 3)
+    assert counts["false_accept_words"] == {
+        "yes": {"yes": 1, "no": 1}, "no": {"go": 1, "(noise)": 1},
+    }  # fmt: skip
+    assert (counts["hits"], counts["misses"], counts["false_accepts"]) == (1, 1, 4)
+    assert counts["false_accepts_by_kind"] == {"keyword": 2, "confusable": 1, "noise": 1}
     assert [(o["time_ms"], o["outcome"], o["word"]) for o in counts["outcomes"]] == [
         (1200, "hit", "yes"),
         (1400, "false accept", "yes"),
         (5300, "false accept", "no"),
         (9100, "false accept", "go"),
+        (12000, "false accept", "(noise)"),
     ]
 
 
@@ -315,6 +321,13 @@ def test_stream_stage_end_to_end_on_tiny_data(make_dataset, pm, tmp_path: Path):
     assert set(best) == {"500", "750", "1000"}
     testing = record["streams"]["testing"]
     assert record["hits"] + record["misses"] == testing["words"]["keyword"]
+    assert sum(record["false_accepts_by_kind"].values()) == record["false_accepts"]
+    # The untrained model fires all over the low thresholds: on words of every kind, and noise.
+    low = testing["det"][0]
+    assert sum(low["false_accepts_by_kind"].values()) == round(
+        low["false_accepts_per_hour"] * record["hours"]
+    )
+    assert set(low["false_accepts_by_kind"]) <= {*testing["words"], "noise"}
     assert record["hours"] == pytest.approx(testing["seconds"] / 3600, abs=0.06 / 3600)
     written = (tmp_path / "run" / "stream" / "testing.json").read_text()
     assert '"events"' in written

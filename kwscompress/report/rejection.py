@@ -166,6 +166,16 @@ class StreamingSection:
                 caption="Test stream at the chosen recognizer settings.",
             )
         )
+        by_kind = stream.get("false_accepts_by_kind") or {}
+        if by_kind:
+            parts.append(
+                blocks.paragraph(
+                    "The false accepts fired on: "
+                    + ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items()))
+                    + " (confusable: a rhyme or near neighbour of a keyword; keyword: the other "
+                    "keyword, or a second detection of one)."
+                )
+            )
         default = stream.get("at_configured_threshold")
         if default:
             configured = default.get("recognizer", {}).get("detection_threshold")

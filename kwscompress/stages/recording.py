@@ -104,6 +104,7 @@ def score_recording(
         **{key: scored[key] for key in counts},
         "per_keyword": scored["per_keyword"],
         "false_accept_words": scored["false_accept_words"],
+        "false_accepts_by_kind": scored["false_accepts_by_kind"],
         "detections": scored["outcomes"],
         "det": entry["dets"][settings.average_window_ms],
         "thresholds": list(THRESHOLDS),

@@ -118,6 +118,7 @@ def run_stream_stage(
         **{key: result[key] for key in counts},
         "per_keyword": result["per_keyword"],
         "false_accept_words": result["false_accept_words"],
+        "false_accepts_by_kind": result["false_accepts_by_kind"],
         # Rates per hour scale with how dense the stream's speech is; per word they do not.
         "words_per_hour": len(test["stream"].events) / test["hours"],
         "false_accepts_per_100_other_words": 100 * result["false_accepts"] / max(1, other_words),

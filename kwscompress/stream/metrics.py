@@ -30,11 +30,15 @@ def match_detections(
     """Apply the matching rule (module docstring).
 
     :param detections: ``(time_ms, label)`` of every command the recognizer fired, any order.
-    :param events: the stream's words (objects with ``word``, ``start_ms``, ``end_ms``).
+    :param events: the stream's words (objects with ``word``, ``kind``, ``start_ms``,
+        ``end_ms``, as :class:`kwscompress.stream.builder.Event`).
     :param keywords: the wanted words; other labels' detections are ignored.
     :returns: ``{"per_keyword": {k: {"occurrences", "hits", "misses", "false_accepts"}},
         "false_accept_words": {k: {word heard as k: count}}, "hits", "misses",
-        "false_accepts", "occurrences", "outcomes"}``; ``outcomes`` lists each keyword
+        "false_accepts", "occurrences", "false_accepts_by_kind", "outcomes"}``:
+        ``false_accepts_by_kind`` counts them by the kind of word they fired on (the events'
+        ``kind``: ``confusable``, ``filler``, ``other``, ``keyword`` for the other keyword or
+        a second detection; ``noise`` off any word); ``outcomes`` lists each keyword
         detection in time order as ``{"time_ms", "label", "outcome", "word"}``: ``hit`` or
         ``false accept``, and the word it was matched to or fired on.
     """
@@ -49,6 +53,7 @@ def match_detections(
     }
     matched: dict[str, set[int]] = {k: set() for k in keywords}
     outcomes = []
+    by_kind: dict[str, int] = {}
     for keyword, found in occurrences.items():
         per_keyword[keyword]["occurrences"] = len(found)
     for time_ms, label in sorted(detections):
@@ -68,8 +73,9 @@ def match_detections(
             outcomes.append({"time_ms": time_ms, "label": label, "outcome": "hit", "word": label})
             continue
         per_keyword[label]["false_accepts"] += 1
-        word = _word_at(events, time_ms, tolerance_ms)
+        word, kind = _word_at(events, time_ms, tolerance_ms)
         heard_as[label][word] = heard_as[label].get(word, 0) + 1
+        by_kind[kind] = by_kind.get(kind, 0) + 1
         outcomes.append(
             {"time_ms": time_ms, "label": label, "outcome": "false accept", "word": word}
         )
@@ -82,15 +88,20 @@ def match_detections(
     return {
         "per_keyword": per_keyword,
         "false_accept_words": heard_as,
+        "false_accepts_by_kind": by_kind,
         **totals,
         "outcomes": outcomes,
     }
 
 
-def _word_at(events: Sequence[Any], time_ms: float, tolerance_ms: float) -> str:
-    """The word a false accept fired on: the latest one that it may belong to, else ``(noise)``."""
+def _word_at(events: Sequence[Any], time_ms: float, tolerance_ms: float) -> tuple[str, str]:
+    """The word a false accept fired on and its kind (``confusable``, ``filler``, ...; the
+    latest word that it may belong to), else ``(noise)``."""
     near = [e for e in events if e.start_ms <= time_ms <= e.end_ms + tolerance_ms]
-    return max(near, key=lambda e: e.start_ms).word if near else "(noise)"
+    if not near:
+        return "(noise)", "noise"
+    event = max(near, key=lambda e: e.start_ms)
+    return event.word, event.kind
 
 
 def rates(counts: dict[str, Any], hours: float) -> dict[str, float | None]:

@@ -99,7 +99,8 @@ def det_curve(
     suppression_ms: int,
     tolerance_ms: float,
 ) -> list[dict[str, Any]]:
-    """One row per threshold: overall and per-keyword false-reject rate and false accepts/hour."""
+    """One row per threshold: overall and per-keyword false-reject rate and false accepts/hour,
+    and the false accepts by the kind of word they fired on."""
     rows = []
     for threshold in thresholds:
         found = detections(trace, labels, threshold, suppression_ms)
@@ -109,6 +110,7 @@ def det_curve(
                 "threshold": int(threshold),
                 "false_reject_rate": scored["false_reject_rate"],
                 "false_accepts_per_hour": scored["false_accepts_per_hour"],
+                "false_accepts_by_kind": scored["false_accepts_by_kind"],
                 "per_keyword": {
                     k: {
                         "false_reject_rate": row["false_reject_rate"],
