@@ -126,10 +126,10 @@ def _stream(args: argparse.Namespace) -> int:
         f"variant {record['variant']}: {settings['average_window_ms']} ms average, threshold "
         f"{settings['detection_threshold']} ({record['recognizer_source']})"
     )
-    words = record["words"]
-    if words["keyword"]:
+    said = record["words"].get("keyword", 0)
+    if said:
         print(
-            f"  keywords: {record['hits']} heard, {record['misses']} missed of {words['keyword']} "
+            f"  keywords: {record['hits']} heard, {record['misses']} missed of {said} "
             f"({record['false_reject_rate']:.1%} false rejects)"
         )
     else:

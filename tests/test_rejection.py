@@ -255,7 +255,7 @@ def test_report_sections_show_rejection_and_streaming(tmp_path):
             {
                 "recording": "/home/me/tv.wav", "variant": "qat-8b", "seconds": 1800.0,
                 "recognizer": {"average_window_ms": 1000, "detection_threshold": 172},
-                "words": {"keyword": 0, "other": 0}, "hits": 0, "false_reject_rate": None,
+                "words": {}, "hits": 0, "false_reject_rate": None,
                 "false_accepts": 3, "false_accepts_per_hour": 6.0,
             }
         )

@@ -123,14 +123,14 @@ def test_label_files_read_as_audacity_writes_them(tmp_path: Path):
         "1.250000\t1.700000\t Yes \n"
         "5.000000\t5.000000\tdoor slam\n"
     )
-    events = read_labels(path, ["yes", "no"])
+    events = read_labels(path, ["yes", "no"], {"go": "confusable", "yes": "filler"})
     assert [(e.word, e.kind, e.start_ms, e.end_ms) for e in events] == [
         ("yes", "keyword", 1250.0, 1700.0),
-        ("go", "other", 3500.0, 3900.0),
+        ("go", "confusable", 3500.0, 3900.0),
         ("door slam", "other", 5000.0, 5000.0),
     ]
     again = write_labels(tmp_path / "again.txt", ((e.start_ms, e.end_ms, e.word) for e in events))
-    assert read_labels(again, ["yes", "no"]) == [
+    assert read_labels(again, ["yes", "no"], {"go": "confusable"}) == [
         builder.Event(e.word, e.kind, e.start_ms, e.end_ms, "again.txt") for e in events
     ]
 

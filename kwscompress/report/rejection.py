@@ -288,7 +288,7 @@ def _recordings(run: Run) -> SectionContent | None:
                 record["variant"],
                 f"{record['seconds'] / 60:.1f}",
                 f"{settings['average_window_ms']} ms, {settings['detection_threshold']}",
-                record["words"]["keyword"],
+                record["words"].get("keyword", 0),
                 record["hits"],
                 fmt_percent(record["false_reject_rate"]),
                 record["false_accepts"],

@@ -15,6 +15,7 @@ false accepts per hour of that room.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def score_recording(
     inputs = firmware_inputs(run.results, run.path, variant, config.recognizer)
     settings, source = _settings(run.results, config, variant, threshold, window_ms)
     keywords = list(inputs.labels[2:])
-    stream, conversions = _read_recording(Path(audio_path), labels_path, keywords, config)
+    words = ((run.results.get("evaluate") or {}).get("rejection") or {}).get("words") or {}
+    kinds = {word: row.get("kind", "other") for word, row in (words.get("words") or {}).items()}
+    stream, conversions = _read_recording(Path(audio_path), labels_path, keywords, kinds, config)
     pm = plugin_manager or get_plugin_manager()
     extractor = pm.component("feature_extractor", config.features.name)
     built = featurize_stream(config, extractor, stream)
@@ -97,10 +100,7 @@ def score_recording(
         "tflite": str(inputs.tflite_path),
         "recognizer": settings.as_dict(),
         "recognizer_source": source,
-        "words": {
-            "keyword": sum(e.kind == "keyword" for e in stream.events),
-            "other": sum(e.kind != "keyword" for e in stream.events),
-        },
+        "words": dict(Counter(e.kind for e in stream.events)),
         **{key: scored[key] for key in counts},
         "per_keyword": scored["per_keyword"],
         "false_accept_words": scored["false_accept_words"],
@@ -141,7 +141,11 @@ def _settings(
 
 
 def _read_recording(
-    path: Path, labels_path: str | Path | None, keywords: list[str], config: Config
+    path: Path,
+    labels_path: str | Path | None,
+    keywords: list[str],
+    kinds: dict[str, str],
+    config: Config,
 ) -> tuple[Stream, list[str]]:
     """The recording as a :class:`Stream` with its labelled words, and what reading it changed
     (resampling, mixing to mono)."""
@@ -156,7 +160,7 @@ def _read_recording(
             f"window ({config.data.clip_duration_ms:g} ms)"
         )
     if labels_path is not None:
-        stream.events = read_labels(Path(labels_path), keywords)
+        stream.events = read_labels(Path(labels_path), keywords, kinds)
         late = [e for e in stream.events if e.end_ms > stream.seconds * 1000]
         if late:
             raise KwsError(

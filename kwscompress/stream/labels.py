@@ -13,7 +13,7 @@ detections shown on label tracks; ``kwscompress stream`` reads a recording's wor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from kwscompress.errors import KwsError
@@ -21,12 +21,15 @@ from kwscompress.run import atomic_open
 from kwscompress.stream.builder import Event
 
 
-def read_labels(path: Path, keywords: Sequence[str]) -> list[Event]:
+def read_labels(
+    path: Path, keywords: Sequence[str], kinds: Mapping[str, str] | None = None
+) -> list[Event]:
     """The words of a label file as stream events, in time order.
 
     A label that is one of ``keywords`` (letter case and surrounding spaces ignored) is a
-    ``keyword`` event of that keyword; any other label is an ``other`` word, which a false accept
-    on it is reported against.
+    ``keyword`` event of that keyword; any other label is a word of the kind ``kinds`` gives it
+    (``confusable``, ``filler``, ...: a run's words, as its rejection record lists them), else
+    ``other``. A false accept is reported against the word and kind it fired on.
 
     :raises KwsError: the file cannot be read, or a line is not ``start<TAB>end<TAB>label``
         with ``0 <= start <= end`` (the message names the file and line).
@@ -58,7 +61,7 @@ def read_labels(path: Path, keywords: Sequence[str]) -> list[Event]:
         events.append(
             Event(
                 word=keyword or label,
-                kind="keyword" if keyword else "other",
+                kind="keyword" if keyword else (kinds or {}).get(label, "other"),
                 start_ms=start * 1000,
                 end_ms=end * 1000,
                 file=path.name,
