@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -95,11 +96,21 @@ def _deploy(args: argparse.Namespace) -> int:
     from kwscompress.plugins import get_plugin_manager
     from kwscompress.report import load_run
     from kwscompress.report.sections import run_config
-    from kwscompress.stages.deploy import firmware_inputs, render_firmware
+    from kwscompress.stages.deploy import (
+        firmware_inputs,
+        override_recognizer,
+        recognizer_settings,
+        render_firmware,
+    )
 
     run = load_run(args.run_dir)
     config = run_config(run.results)
     inputs = firmware_inputs(run.results, run.path, args.variant, config.recognizer)
+    settings, source = override_recognizer(
+        *recognizer_settings(run.results, config.recognizer, args.variant),
+        args.threshold, args.window_ms,
+    )  # fmt: skip
+    inputs = dataclasses.replace(inputs, recognizer=settings)
     out = Path(args.out) if args.out else run.path / "firmware" / args.variant
     backend = args.backend or config.deploy.backend
     runtime = args.runtime or config.deploy.runtime
@@ -108,6 +119,8 @@ def _deploy(args: argparse.Namespace) -> int:
     )
     for kind, path in files.items():
         print(f"{kind}: {path}")
+    shown = ", ".join(f"{key} = {value}" for key, value in settings.items())
+    print(f"recognizer: {shown} ({source})")
     return 0
 
 
@@ -116,7 +129,7 @@ def _stream(args: argparse.Namespace) -> int:
 
     record, path = score_recording(
         args.run_dir, args.recording, args.labels, args.variant, args.threshold, args.window_ms,
-        args.out,
+        args.out, target_per_hour=args.target_per_hour,
     )  # fmt: skip
     settings = record["recognizer"]
     print(f"recording: {record['recording']} ({record['seconds'] / 60:.1f} min)")
@@ -142,6 +155,21 @@ def _stream(args: argparse.Namespace) -> int:
         if heard:
             on = ", ".join(f"{word} x{n}" for word, n in sorted(heard.items()))
             print(f"    {keyword} heard on: {on}")
+    suggested = record["suggested"]
+    window = settings["average_window_ms"]
+    target = suggested["target_false_accepts_per_hour"]
+    if suggested["threshold"] is None:
+        print(f"  no threshold keeps this recording at {target:g} false accepts per hour or fewer")
+    else:
+        misses = suggested["false_reject_rate"]
+        print(
+            f"  for at most {target:g} false accepts per hour"
+            f"{'' if suggested['target_met'] else ' (not reached: the fewest)'} here: threshold "
+            f"{suggested['threshold']} at {window} ms"
+            + (f", missing {misses:.1%}" if misses is not None and said else "")
+            + f" (`kwscompress deploy {args.run_dir} --variant {record['variant']} --threshold "
+            f"{suggested['threshold']} --window-ms {window}` renders it)"
+        )
     print(f"record: {path}")
     return 0
 
@@ -215,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true", help="switch on the sketch's PROFILE timing lines"
     )
     deploy.add_argument(
+        "--threshold",
+        type=int,
+        help="the recognizer's detection threshold 0..255 (default: the one the run chose; "
+        "`kwscompress stream` suggests one for a recording)",
+    )
+    deploy.add_argument(
+        "--window-ms", type=int, help="the recognizer's averaging window (default: the run's)"
+    )
+    deploy.add_argument(
         "--runtime",
         choices=("tflm", "native"),
         help="how the sketch runs the model: the TFLM interpreter, or generated C kernels "
@@ -241,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument(
         "--window-ms", type=int, help="averaging window in ms (default: the firmware's)"
+    )
+    stream.add_argument(
+        "--target-per-hour",
+        type=float,
+        help="false accepts per hour the suggested threshold is for "
+        "(default: the run's [stream] target_false_accepts_per_hour)",
     )
     stream.add_argument(
         "--out", help="where to write the JSON record "

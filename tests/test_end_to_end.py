@@ -14,6 +14,7 @@ import pytest
 import soundfile
 
 from kwscompress import Pipeline
+from kwscompress.cli import main
 from kwscompress.config import Config, quick_overrides
 from kwscompress.errors import KwsError
 
@@ -255,6 +256,8 @@ def test_the_saved_stream_scores_as_a_recording_as_the_deploy_stage_scored_it(
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"record: {out}" in done.stdout
     record = json.loads(out.read_text())
+    shown = f"threshold {record['suggested']['threshold']} at {settings['average_window_ms']} ms"
+    assert shown in done.stdout, done.stdout
     # The stream as saved (16-bit, as the device hears it) and its Audacity labels, read back,
     # are the stream the variant was tuned on: the same words, and the same DET to the digit.
     testing = own["streams"]["testing"]
@@ -272,9 +275,19 @@ def test_the_saved_stream_scores_as_a_recording_as_the_deploy_stage_scored_it(
     assert unlabelled["words"] == {}
     assert unlabelled["false_accepts"] == record["hits"] + record["false_accepts"]
     assert unlabelled["false_reject_rate"] is None
-    # The default: the firmware's settings, the record beside the run's streams.
-    _, path = score_recording(run_dir, folder / "testing.wav", folder / "testing.words.txt")
+    # The default: the firmware's settings, the record beside the run's streams; the threshold
+    # it suggests for this recording is what `kwscompress deploy --threshold` renders.
+    default, path = score_recording(run_dir, folder / "testing.wav", folder / "testing.words.txt")
     assert path == folder / "recordings" / "testing.qat-8b.json"
+    suggested = default["suggested"]
+    assert suggested["threshold"] in [row["threshold"] for row in default["det"]]
+    firmware = base / "suggested-firmware"
+    argv = ["deploy", str(run_dir), "--variant", "qat-8b", "--out", str(firmware),
+            "--threshold", str(suggested["threshold"]), "--window-ms", "750"]  # fmt: skip
+    assert main(argv) == 0
+    header = next(firmware.rglob("model_settings.h")).read_text()
+    assert f"kDetectionThreshold = {suggested['threshold']};" in header
+    assert "kAverageWindowMs = 750;" in header
     with pytest.raises(KwsError, match=r"variant .nope. is not in .*variants: float"):
         score_recording(run_dir, folder / "testing.wav", variant="nope")
     with pytest.raises(KwsError, match=r"cannot use the recording .*missing\.wav"):

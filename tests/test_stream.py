@@ -434,6 +434,45 @@ def test_firmware_takes_the_recognizer_tuned_for_the_deployed_variant():
     assert source.startswith("[recognizer] config (the tuned threshold missed 90%")
 
 
+def test_recognizer_overrides_are_checked_and_named():
+    from kwscompress.stages.deploy import override_recognizer
+
+    tuned = {"average_window_ms": 1000, "detection_threshold": 172, "suppression_ms": 1500,
+             "minimum_count": 3}  # fmt: skip
+    assert override_recognizer(tuned, "tuned", None, None) == (tuned, "tuned")
+    settings, source = override_recognizer(tuned, "tuned", 150, 500)
+    assert settings == {**tuned, "detection_threshold": 150, "average_window_ms": 500}
+    assert source == "tuned, with detection_threshold = 150, average_window_ms = 500"
+    with pytest.raises(KwsError, match=r"detection_threshold must be a whole number in 0\.\.255"):
+        override_recognizer(tuned, "tuned", 300, None)
+
+
+def test_a_recording_suggests_the_threshold_for_the_target():
+    from kwscompress.stages.recording import suggest_threshold
+
+    det = [
+        {"threshold": 150, "false_reject_rate": 0.1, "false_accepts_per_hour": 8.0},
+        {"threshold": 180, "false_reject_rate": 0.2, "false_accepts_per_hour": 2.0},
+        {"threshold": 200, "false_reject_rate": 0.2, "false_accepts_per_hour": 0.0},
+        {"threshold": 230, "false_reject_rate": 0.6, "false_accepts_per_hour": 0.0},
+    ]
+    # Keywords said: the fewest misses within the rate, the higher threshold on a tie.
+    assert suggest_threshold(det, 1.0, labelled=True) == {
+        "target_false_accepts_per_hour": 1.0, "threshold": 200, "false_reject_rate": 0.2,
+        "false_accepts_per_hour": 0.0, "target_met": True,
+    }  # fmt: skip
+    assert suggest_threshold(det, 0.0, labelled=True)["threshold"] == 200
+    # No keyword said: the most sensitive threshold the room allows.
+    unlabelled = [{**row, "false_reject_rate": None} for row in det]
+    assert suggest_threshold(unlabelled, 2.0, labelled=False)["threshold"] == 180
+    assert suggest_threshold(unlabelled, 10.0, labelled=False)["threshold"] == 150
+    louder = [{**row, "false_accepts_per_hour": 5.0} for row in unlabelled]
+    assert suggest_threshold(louder, 1.0, labelled=False) == {
+        "target_false_accepts_per_hour": 1.0, "threshold": None, "false_reject_rate": None,
+        "false_accepts_per_hour": None, "target_met": None,
+    }  # fmt: skip
+
+
 def test_tflite_scorer_gives_the_exported_models_int8_output(tmp_path: Path):
     from kwscompress.models.tiny_conv import TinyConv
     from kwscompress.protocols import ExportInputs

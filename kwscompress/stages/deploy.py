@@ -17,6 +17,7 @@ from kwscompress.config import RecognizerConfig
 from kwscompress.errors import KwsError
 from kwscompress.plugins import PluginManager
 from kwscompress.protocols import FirmwareInputs
+from kwscompress.recognizer import RecognizerSettings
 from kwscompress.stream.tuning import quietest_keeping
 
 
@@ -102,6 +103,22 @@ def recognizer_settings(
         f"[recognizer] config (the tuned threshold missed {miss:.0%} of the validation "
         "stream's keywords, and no threshold kept half of them)"
     )
+
+
+def override_recognizer(
+    settings: dict[str, Any], source: str, threshold: int | None, window_ms: int | None
+) -> tuple[dict[str, Any], str]:
+    """``settings`` (from :func:`recognizer_settings`) with the detection threshold and the
+    averaging window given instead (None keeps each), checked, and their source.
+
+    :raises KwsError: a value out of range.
+    """
+    given = (("detection_threshold", threshold), ("average_window_ms", window_ms))
+    overrides = {key: value for key, value in given if value is not None}
+    if not overrides:
+        return dict(settings), source
+    merged = RecognizerSettings.from_any({**settings, **overrides}).as_dict()
+    return merged, f"{source}, with {', '.join(f'{k} = {v}' for k, v in overrides.items())}"
 
 
 def render_firmware(

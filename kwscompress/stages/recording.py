@@ -30,11 +30,12 @@ from kwscompress.recognizer import RecognizerSettings
 from kwscompress.report.render import load_run
 from kwscompress.report.sections import run_config
 from kwscompress.run import write_json
-from kwscompress.stages.deploy import firmware_inputs, recognizer_settings
-from kwscompress.stages.stream import THRESHOLDS, featurize_stream, score_at, score_built_stream
+from kwscompress.stages.deploy import firmware_inputs, override_recognizer, recognizer_settings
+from kwscompress.stages.stream import featurize_stream, score_at, score_built_stream
 from kwscompress.stream import runner
 from kwscompress.stream.builder import Stream
 from kwscompress.stream.labels import read_labels
+from kwscompress.stream.tuning import choose_threshold
 
 
 def score_recording(
@@ -46,6 +47,7 @@ def score_recording(
     window_ms: int | None = None,
     out: str | Path | None = None,
     plugin_manager: PluginManager | None = None,
+    target_per_hour: float | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Run a variant of a run over a recording with the command recognizer and score it.
 
@@ -59,8 +61,11 @@ def score_recording(
     :param window_ms: averaging window instead of the firmware's.
     :param out: where to write the record; by default
         ``<run>/stream/recordings/<recording>.<variant>.json``.
-    :returns: the record (hits, misses, false accepts, rates, every detection's outcome and a
-        DET over the thresholds at the averaging window) and where it was written.
+    :param target_per_hour: the false-accept rate the record's ``suggested`` threshold is for;
+        by default the run's ``[stream] target_false_accepts_per_hour``.
+    :returns: the record (hits, misses, false accepts, rates, every detection's outcome, a DET
+        over the thresholds at the averaging window and the ``suggested`` threshold for this
+        recording, :func:`suggest_threshold`) and where it was written.
     :raises KwsError: no such run or variant, an unreadable recording or label file, a label
         past the recording's end, a recording shorter than one model window.
     """
@@ -69,7 +74,10 @@ def score_recording(
     config = run_config(run.results)
     variant = variant or (config.deploy.variants or ["float"])[0]
     inputs = firmware_inputs(run.results, run.path, variant, config.recognizer)
-    settings, source = _settings(run.results, config, variant, threshold, window_ms)
+    rendered, source = override_recognizer(
+        *recognizer_settings(run.results, config.recognizer, variant), threshold, window_ms
+    )
+    settings = RecognizerSettings.from_any(rendered)
     keywords = list(inputs.labels[2:])
     words = ((run.results.get("evaluate") or {}).get("rejection") or {}).get("words") or {}
     kinds = {word: row.get("kind", "other") for word, row in (words.get("words") or {}).items()}
@@ -107,7 +115,13 @@ def score_recording(
         "false_accepts_by_kind": scored["false_accepts_by_kind"],
         "detections": scored["outcomes"],
         "det": entry["dets"][settings.average_window_ms],
-        "thresholds": list(THRESHOLDS),
+        "suggested": suggest_threshold(
+            entry["dets"][settings.average_window_ms],
+            config.stream.target_false_accepts_per_hour
+            if target_per_hour is None
+            else target_per_hour,
+            labelled=any(e.kind == "keyword" for e in stream.events),
+        ),
         "matching": {"tolerance_ms": config.stream.tolerance_ms},
         "slices_per_inference": config.stream.slices_per_inference,
         "seconds_taken": round(time.perf_counter() - started, 3),
@@ -121,23 +135,23 @@ def score_recording(
     return record, target
 
 
-def _settings(
-    results: dict[str, Any],
-    config: Config,
-    variant: str,
-    threshold: int | None,
-    window_ms: int | None,
-) -> tuple[RecognizerSettings, str]:
-    """The firmware's recognizer for the variant, with the given overrides."""
-    rendered, source = recognizer_settings(results, config.recognizer, variant)
-    overrides = {
-        key: value
-        for key, value in (("detection_threshold", threshold), ("average_window_ms", window_ms))
-        if value is not None
-    }
-    if overrides:
-        source = f"{source}, with {', '.join(f'{k} = {v}' for k, v in overrides.items())}"
-    return RecognizerSettings.from_any({**rendered, **overrides}), source
+def suggest_threshold(
+    det: list[dict[str, Any]], target_per_hour: float, labelled: bool
+) -> dict[str, Any]:
+    """The threshold this recording argues for, at its averaging window.
+
+    With keywords labelled, the one with the fewest misses at or below ``target_per_hour``
+    (:func:`kwscompress.stream.tuning.choose_threshold`; ``target_met`` False when none
+    reaches it); without, the lowest one at or below the rate, the most sensitive this room
+    allows (``threshold`` None when none is).
+    """
+    keys = ("threshold", "false_reject_rate", "false_accepts_per_hour", "target_met")
+    if labelled:
+        row = choose_threshold(det, target_per_hour)
+    else:
+        quiet = [r for r in det if (r["false_accepts_per_hour"] or 0.0) <= target_per_hour]
+        row = {**min(quiet, key=lambda r: r["threshold"]), "target_met": True} if quiet else {}
+    return {"target_false_accepts_per_hour": target_per_hour} | {key: row.get(key) for key in keys}
 
 
 def _read_recording(
