@@ -125,51 +125,14 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from kwscompress.stages.recording import score_recording
+    from kwscompress.stages.recording import score_recording, summary_lines
 
     record, path = score_recording(
         args.run_dir, args.recording, args.labels, args.variant, args.threshold, args.window_ms,
         args.out, target_per_hour=args.target_per_hour,
     )  # fmt: skip
-    settings = record["recognizer"]
-    print(f"recording: {record['recording']} ({record['seconds'] / 60:.1f} min)")
-    for note in record["conversions"]:
-        print(f"  {note}")
-    print(
-        f"variant {record['variant']}: {settings['average_window_ms']} ms average, threshold "
-        f"{settings['detection_threshold']} ({record['recognizer_source']})"
-    )
-    said = record["words"].get("keyword", 0)
-    if said:
-        print(
-            f"  keywords: {record['hits']} heard, {record['misses']} missed of {said} "
-            f"({record['false_reject_rate']:.1%} false rejects)"
-        )
-    else:
-        print("  no keyword labelled: every detection is a false accept")
-    print(
-        f"  false accepts: {record['false_accepts']} "
-        f"({record['false_accepts_per_hour']:.1f} per hour)"
-    )
-    for keyword, heard in record["false_accept_words"].items():
-        if heard:
-            on = ", ".join(f"{word} x{n}" for word, n in sorted(heard.items()))
-            print(f"    {keyword} heard on: {on}")
-    suggested = record["suggested"]
-    window = settings["average_window_ms"]
-    target = suggested["target_false_accepts_per_hour"]
-    if suggested["threshold"] is None:
-        print(f"  no threshold keeps this recording at {target:g} false accepts per hour or fewer")
-    else:
-        misses = suggested["false_reject_rate"]
-        print(
-            f"  for at most {target:g} false accepts per hour"
-            f"{'' if suggested['target_met'] else ' (not reached: the fewest)'} here: threshold "
-            f"{suggested['threshold']} at {window} ms"
-            + (f", missing {misses:.1%}" if misses is not None and said else "")
-            + f" (`kwscompress deploy {args.run_dir} --variant {record['variant']} --threshold "
-            f"{suggested['threshold']} --window-ms {window}` renders it)"
-        )
+    for line in summary_lines(record, args.run_dir):
+        print(line)
     print(f"record: {path}")
     return 0
 

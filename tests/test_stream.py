@@ -473,6 +473,40 @@ def test_a_recording_suggests_the_threshold_for_the_target():
     }  # fmt: skip
 
 
+def test_the_recording_summary_says_what_was_heard_and_what_to_flash():
+    from kwscompress.stages.recording import summary_lines
+
+    record = {
+        "recording": "kitchen.wav", "seconds": 600.0, "conversions": ["2 channels mixed to mono"],
+        "variant": "qat-8b", "recognizer_source": "tuned",
+        "recognizer": {"average_window_ms": 750, "detection_threshold": 190},
+        "words": {"keyword": 20, "filler": 4}, "hits": 18, "misses": 2,
+        "false_reject_rate": 0.1, "false_accepts": 1, "false_accepts_per_hour": 6.0,
+        "false_accept_words": {"yes": {"yeah": 1}, "no": {}},
+        "suggested": {"target_false_accepts_per_hour": 1.0, "threshold": 205,
+                      "false_reject_rate": 0.25, "target_met": True},
+    }  # fmt: skip
+    lines = summary_lines(record, "runs/demo")
+    assert lines[:3] == [
+        "recording: kitchen.wav (10.0 min)",
+        "  2 channels mixed to mono",
+        "variant qat-8b: 750 ms average, threshold 190 (tuned)",
+    ]
+    assert "  keywords: 18 heard, 2 missed of 20 (10.0% false rejects)" in lines
+    assert "  false accepts: 1 (6.0 per hour)" in lines and "    yes heard on: yeah x1" in lines
+    assert lines[-1] == (
+        "  for at most 1 false accepts per hour here: threshold 205 at 750 ms, missing 25.0% "
+        "(`kwscompress deploy runs/demo --variant qat-8b --threshold 205 --window-ms 750` "
+        "renders it)"
+    )
+    record["suggested"]["false_reject_rate"] = 1.0
+    assert "no threshold hears a labelled keyword" in summary_lines(record, "r")[-1]
+    record["words"] = {}
+    assert "  no keyword labelled: every detection is a false accept" in summary_lines(record, "r")
+    record["suggested"] = {"target_false_accepts_per_hour": 1.0, "threshold": None}
+    assert "no threshold keeps this recording at 1 false" in summary_lines(record, "r")[-1]
+
+
 def test_tflite_scorer_gives_the_exported_models_int8_output(tmp_path: Path):
     from kwscompress.models.tiny_conv import TinyConv
     from kwscompress.protocols import ExportInputs

@@ -135,6 +135,54 @@ def score_recording(
     return record, target
 
 
+def summary_lines(record: dict[str, Any], run_dir: str | Path) -> list[str]:
+    """What ``kwscompress stream`` prints of a record of :func:`score_recording`."""
+    settings = record["recognizer"]
+    window = settings["average_window_ms"]
+    lines = [f"recording: {record['recording']} ({record['seconds'] / 60:.1f} min)"]
+    lines += [f"  {note}" for note in record["conversions"]]
+    lines.append(
+        f"variant {record['variant']}: {window} ms average, threshold "
+        f"{settings['detection_threshold']} ({record['recognizer_source']})"
+    )
+    said = record["words"].get("keyword", 0)
+    if said:
+        lines.append(
+            f"  keywords: {record['hits']} heard, {record['misses']} missed of {said} "
+            f"({record['false_reject_rate']:.1%} false rejects)"
+        )
+    else:
+        lines.append("  no keyword labelled: every detection is a false accept")
+    lines.append(
+        f"  false accepts: {record['false_accepts']} "
+        f"({record['false_accepts_per_hour']:.1f} per hour)"
+    )
+    for keyword, heard in record["false_accept_words"].items():
+        if heard:
+            on = ", ".join(f"{word} x{n}" for word, n in sorted(heard.items()))
+            lines.append(f"    {keyword} heard on: {on}")
+    suggested = record["suggested"]
+    target = suggested["target_false_accepts_per_hour"]
+    if suggested["threshold"] is None:
+        lines.append(f"  no threshold keeps this recording at {target:g} false accepts per hour")
+        return lines
+    misses = suggested["false_reject_rate"]
+    if said and misses >= 1.0:
+        lines.append(
+            f"  no threshold hears a labelled keyword at {target:g} false accepts per hour"
+        )
+        return lines
+    lines.append(
+        f"  for at most {target:g} false accepts per hour"
+        f"{'' if suggested['target_met'] else ' (not reached: the fewest)'} here: threshold "
+        f"{suggested['threshold']} at {window} ms"
+        + (f", missing {misses:.1%}" if said else "")
+        + f" (`kwscompress deploy {run_dir} --variant {record['variant']} --threshold "
+        f"{suggested['threshold']} --window-ms {window}` renders it)"
+    )
+    return lines
+
+
 def suggest_threshold(
     det: list[dict[str, Any]], target_per_hour: float, labelled: bool
 ) -> dict[str, Any]:
