@@ -134,6 +134,7 @@ def _stream(args: argparse.Namespace) -> int:
     for line in summary_lines(record, args.run_dir):
         print(line)
     print(f"record: {path}")
+    print(f"(`kwscompress report {args.run_dir}` adds it to the run's report)")
     return 0
 
 

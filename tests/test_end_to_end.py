@@ -257,7 +257,8 @@ def test_the_saved_stream_scores_as_a_recording_as_the_deploy_stage_scored_it(
     assert f"record: {out}" in done.stdout
     record = json.loads(out.read_text())
     lines = summary_lines(record, str(run_dir))  # its wording is tested in test_stream
-    assert done.stdout == "\n".join([*lines, f"record: {out}", ""])
+    report_hint = f"(`kwscompress report {run_dir}` adds it to the run's report)"
+    assert done.stdout == "\n".join([*lines, f"record: {out}", report_hint, ""])
     # The stream as saved (16-bit, as the device hears it) and its Audacity labels, read back,
     # are the stream the variant was tuned on: the same words, and the same DET to the digit.
     testing = own["streams"]["testing"]
