@@ -9,7 +9,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -96,21 +95,13 @@ def _deploy(args: argparse.Namespace) -> int:
     from kwscompress.plugins import get_plugin_manager
     from kwscompress.report import load_run
     from kwscompress.report.sections import run_config
-    from kwscompress.stages.deploy import (
-        firmware_inputs,
-        override_recognizer,
-        recognizer_settings,
-        render_firmware,
-    )
+    from kwscompress.stages.deploy import firmware_inputs, render_firmware
 
     run = load_run(args.run_dir)
     config = run_config(run.results)
-    inputs = firmware_inputs(run.results, run.path, args.variant, config.recognizer)
-    settings, source = override_recognizer(
-        *recognizer_settings(run.results, config.recognizer, args.variant),
-        args.threshold, args.window_ms,
-    )  # fmt: skip
-    inputs = dataclasses.replace(inputs, recognizer=settings)
+    inputs = firmware_inputs(
+        run.results, run.path, args.variant, config.recognizer, args.threshold, args.window_ms
+    )
     out = Path(args.out) if args.out else run.path / "firmware" / args.variant
     backend = args.backend or config.deploy.backend
     runtime = args.runtime or config.deploy.runtime
@@ -119,8 +110,8 @@ def _deploy(args: argparse.Namespace) -> int:
     )
     for kind, path in files.items():
         print(f"{kind}: {path}")
-    shown = ", ".join(f"{key} = {value}" for key, value in settings.items())
-    print(f"recognizer: {shown} ({source})")
+    shown = ", ".join(f"{key} = {value}" for key, value in inputs.recognizer.items())
+    print(f"recognizer: {shown} ({inputs.recognizer_source})")
     return 0
 
 

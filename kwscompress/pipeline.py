@@ -433,7 +433,6 @@ class Pipeline:
         from kwscompress.stages.deploy import (
             firmware_inputs,
             firmware_record,
-            recognizer_settings,
             render_firmware,
         )
 
@@ -456,8 +455,7 @@ class Pipeline:
                 )
                 row = next(r for r in run.results["variants"] if r["id"] == variant_id)
                 row.setdefault("deploy", {}).update(firmware_record(files, folder))
-                source = recognizer_settings(run.results, self.config.recognizer, variant_id)[1]
-                row["deploy"]["recognizer_source"] = source
+                row["deploy"]["recognizer_source"] = inputs.recognizer_source
                 summary[variant_id] = {"backend": backend, "dir": str(folder)}
         return files
 

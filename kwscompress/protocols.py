@@ -207,6 +207,8 @@ class FirmwareInputs:
     recognizer: dict[str, Any]
     """Command recognizer settings: ``average_window_ms``, ``detection_threshold``,
     ``suppression_ms``, ``minimum_count``."""
+    recognizer_source: str = "[recognizer] config"
+    """Where the recognizer settings come from (tuned on which stream, or the config)."""
 
 
 @runtime_checkable

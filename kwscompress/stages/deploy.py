@@ -22,11 +22,21 @@ from kwscompress.stream.tuning import quietest_keeping
 
 
 def firmware_inputs(
-    results: dict[str, Any], run_dir: Path, variant_id: str, recognizer: RecognizerConfig
+    results: dict[str, Any],
+    run_dir: Path,
+    variant_id: str,
+    recognizer: RecognizerConfig,
+    threshold: int | None = None,
+    window_ms: int | None = None,
 ) -> FirmwareInputs:
     """Collect what a backend needs for ``variant_id`` from a run's ``results.json``.
 
-    :raises KwsError: the variant does not exist, or has no verified TFLite export.
+    The recognizer is :func:`recognizer_settings`' choice, with ``threshold`` and ``window_ms``
+    instead when given (:func:`override_recognizer`); ``recognizer_source`` says where it came
+    from.
+
+    :raises KwsError: the variant does not exist, has no verified TFLite export, or an override
+        is out of range.
     """
     rows = {row.get("id"): row for row in results.get("variants") or []}
     row = rows.get(variant_id)
@@ -46,7 +56,9 @@ def firmware_inputs(
             f"variant {variant_id!r} has no verified TFLite export; add it to [export] variants "
             f"(exported: {', '.join(str(e) for e in exported) or 'none'})"
         )
-    settings, _ = recognizer_settings(results, recognizer, variant_id)
+    settings, source = override_recognizer(
+        *recognizer_settings(results, recognizer, variant_id), threshold, window_ms
+    )
     features = dict((results.get("features") or {}).get("settings") or {})
     features.setdefault("name", (results.get("features") or {}).get("extractor"))
     sample_rate = ((results.get("config") or {}).get("data") or {}).get("sample_rate", 16000)
@@ -58,6 +70,7 @@ def firmware_inputs(
         features=features,
         arena_bytes=(row.get("deploy") or {}).get("arena_bytes"),
         recognizer=settings,
+        recognizer_source=source,
     )
 
 

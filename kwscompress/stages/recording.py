@@ -30,7 +30,7 @@ from kwscompress.recognizer import RecognizerSettings
 from kwscompress.report.render import load_run
 from kwscompress.report.sections import run_config
 from kwscompress.run import write_json
-from kwscompress.stages.deploy import firmware_inputs, override_recognizer, recognizer_settings
+from kwscompress.stages.deploy import firmware_inputs
 from kwscompress.stages.stream import featurize_stream, score_at, score_built_stream
 from kwscompress.stream import runner
 from kwscompress.stream.builder import Stream
@@ -73,11 +73,10 @@ def score_recording(
     run = load_run(run_dir)
     config = run_config(run.results)
     variant = variant or (config.deploy.variants or ["float"])[0]
-    inputs = firmware_inputs(run.results, run.path, variant, config.recognizer)
-    rendered, source = override_recognizer(
-        *recognizer_settings(run.results, config.recognizer, variant), threshold, window_ms
+    inputs = firmware_inputs(
+        run.results, run.path, variant, config.recognizer, threshold, window_ms
     )
-    settings = RecognizerSettings.from_any(rendered)
+    settings = RecognizerSettings.from_any(inputs.recognizer)
     keywords = list(inputs.labels[2:])
     words = ((run.results.get("evaluate") or {}).get("rejection") or {}).get("words") or {}
     kinds = {word: row.get("kind", "other") for word, row in (words.get("words") or {}).items()}
@@ -107,7 +106,7 @@ def score_recording(
         "variant": variant,
         "tflite": str(inputs.tflite_path),
         "recognizer": settings.as_dict(),
-        "recognizer_source": source,
+        "recognizer_source": inputs.recognizer_source,
         "words": dict(Counter(e.kind for e in stream.events)),
         **{key: scored[key] for key in counts},
         "per_keyword": scored["per_keyword"],

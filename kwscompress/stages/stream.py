@@ -102,13 +102,14 @@ def run_stream_stage(
         chosen_row, window, threshold = None, base.average_window_ms, base.detection_threshold
     recognizer = RecognizerSettings(window, threshold, base.suppression_ms, base.minimum_count)
     test = streams["testing"]
-    result = score_at(test, labels, keywords, recognizer, stream_config.tolerance_ms)
+    at_chosen = {
+        split: score_at(entry, labels, keywords, recognizer, stream_config.tolerance_ms)
+        for split, entry in streams.items()
+    }
+    result = at_chosen["testing"]
     at_default = score_at(test, labels, keywords, base, stream_config.tolerance_ms)
     if run is not None:
-        _write_detections(
-            run, streams, labels, keywords, recognizer, stream_config.tolerance_ms,
-            stream_config.save_audio,
-        )  # fmt: skip
+        _write_detections(run, streams, at_chosen, recognizer, stream_config.save_audio)
     other_words = sum(e.kind != "keyword" for e in test["stream"].events)
     counts = ("hits", "misses", "false_accepts", "false_accepts_per_hour", "false_reject_rate")
     target = stream_config.target_false_accepts_per_hour
@@ -262,26 +263,23 @@ def score_at(
 def _write_detections(
     run: Run,
     streams: dict[str, dict[str, Any]],
-    labels: list[str],
-    keywords: list[str],
+    scored: dict[str, dict[str, Any]],
     settings: RecognizerSettings,
-    tolerance_ms: float,
     save_audio: bool,
 ) -> None:
-    """``<run>/stream/<split>.json``: the words and each detection's outcome; with
-    ``save_audio`` also the audio, and both as Audacity label files
-    (:mod:`kwscompress.stream.labels`)."""
+    """``<run>/stream/<split>.json``: the words and each detection's outcome at ``settings``
+    (``scored``, by split); with ``save_audio`` also the audio, and both as Audacity label
+    files (:mod:`kwscompress.stream.labels`)."""
     folder = run.subdir("stream")
     for split, entry in streams.items():
-        stream = entry["stream"]
-        scored = score_at(entry, labels, keywords, settings, tolerance_ms)
+        stream, outcomes = entry["stream"], scored[split]["outcomes"]
         write_json(
             folder / f"{split}.json",
             {
                 "seconds": stream.seconds,
                 "recognizer": settings.as_dict(),
                 "events": [e.as_dict() for e in stream.events],
-                "detections": scored["outcomes"],
+                "detections": outcomes,
             },
         )
         if not save_audio:
@@ -295,10 +293,7 @@ def _write_detections(
         )
         stream_labels.write_labels(
             folder / f"{split}.detections.txt",
-            (
-                (o["time_ms"], o["time_ms"], f"{o['label']} ({o['outcome']})")
-                for o in scored["outcomes"]
-            ),
+            ((o["time_ms"], o["time_ms"], f"{o['label']} ({o['outcome']})") for o in outcomes),
         )
 
 
